@@ -1,0 +1,321 @@
+"""Parsing and validation of the module's ``config:`` block.
+
+Every key of the old single-file provider is accepted with its old meaning and
+default. Unknown keys and wrong types are errors that name the key's path, so
+a typo stops Synapse at start instead of being silently ignored.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+from rest_auth_provider._compat import config_error
+
+CHECK_CREDENTIALS_PATH = "/_matrix-internal/identity/v1/check_credentials"
+DEFAULT_LOOKUP_PATH = "/_matrix/identity/api/v1/lookup"
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024
+DEFAULT_MAX_CONCURRENT_REQUESTS = 100
+
+# Header names we set ourselves; letting the config override them would break
+# the request framing or the JSON contract.
+_RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding"})
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS settings for an ``https://`` endpoint. Verification is always on."""
+
+    ca_file: Optional[str] = None
+    client_certificate: Optional[str] = None
+    client_key: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ThreepidLoginConfig:
+    """Login with an email address or phone number Synapse has not seen yet."""
+
+    enabled: bool = True
+    lookup_path: str = DEFAULT_LOOKUP_PATH
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The old provider's ``policy.*`` keys, with the old defaults."""
+
+    registration_enforce_lowercase: bool = True
+    registration_profile_name: bool = True
+    login_profile_name: bool = False
+    threepid_update: bool = True
+    threepid_replace: bool = False
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """The validated module configuration."""
+
+    endpoint: str
+    timeout: float = DEFAULT_TIMEOUT
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    headers: Tuple[Tuple[str, str], ...] = ()
+    header_files: Tuple[Tuple[str, str], ...] = ()
+    threepid_login: ThreepidLoginConfig = field(default_factory=ThreepidLoginConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    @property
+    def check_credentials_url(self) -> str:
+        """Returns the full URL of ma1sd's ``check_credentials`` endpoint."""
+        return join_url(self.endpoint, CHECK_CREDENTIALS_PATH)
+
+    @property
+    def lookup_url(self) -> str:
+        """Returns the full URL of the 3PID lookup endpoint."""
+        return join_url(self.endpoint, self.threepid_login.lookup_path)
+
+    def describe(self) -> Dict[str, Any]:
+        """Returns the effective settings as plain data, defaults included.
+
+        Header values are replaced by a placeholder: they usually hold secrets.
+        """
+        return {
+            "endpoint": self.endpoint,
+            "check_credentials_url": self.check_credentials_url,
+            "timeout": self.timeout,
+            "max_response_size": self.max_response_size,
+            "max_concurrent_requests": self.max_concurrent_requests,
+            "tls": {
+                "ca_file": self.tls.ca_file,
+                "client_certificate": self.tls.client_certificate,
+                "client_key": self.tls.client_key,
+            },
+            "headers": {name: "<hidden>" for name, _ in self.headers},
+            "header_files": dict(self.header_files),
+            "threepid_login": {
+                "enabled": self.threepid_login.enabled,
+                "lookup_path": self.threepid_login.lookup_path,
+            },
+            "policy": {
+                "registration": {
+                    "username": {"enforceLowercase": self.policy.registration_enforce_lowercase},
+                    "profile": {"name": self.policy.registration_profile_name},
+                },
+                "login": {"profile": {"name": self.policy.login_profile_name}},
+                "all": {
+                    "threepid": {
+                        "update": self.policy.threepid_update,
+                        "replace": self.policy.threepid_replace,
+                    }
+                },
+            },
+        }
+
+
+def join_url(base: str, path: str) -> str:
+    """Returns ``base`` and ``path`` joined by exactly one slash."""
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+class _Section:
+    """A mapping being read: remembers which keys were used, so that the
+    leftovers can be reported as unknown."""
+
+    def __init__(self, raw: Any, path: Tuple[str, ...]):
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise config_error("expected a mapping, got %s" % _kind(raw), path)
+        self._raw = raw
+        self._path = path
+        self._seen: List[str] = []
+
+    def _get(self, key: str) -> Any:
+        self._seen.append(key)
+        return self._raw.get(key)
+
+    def section(self, key: str) -> "_Section":
+        return _Section(self._get(key), self._path + (key,))
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise config_error("expected true or false, got %s" % _kind(value), self._path + (key,))
+        return value
+
+    def number(self, key: str, default: float, minimum: float, maximum: float) -> float:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise config_error("expected a number, got %s" % _kind(value), self._path + (key,))
+        if not minimum < value <= maximum:
+            raise config_error(
+                "expected a number greater than %g and at most %g, got %g" % (minimum, maximum, value),
+                self._path + (key,),
+            )
+        return float(value)
+
+    def integer(self, key: str, default: int, minimum: int, maximum: int) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise config_error("expected a whole number, got %s" % _kind(value), self._path + (key,))
+        if not minimum <= value <= maximum:
+            raise config_error(
+                "expected a whole number from %d to %d, got %d" % (minimum, maximum, value),
+                self._path + (key,),
+            )
+        return value
+
+    def string(self, key: str, default: Optional[str]) -> Optional[str]:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            raise config_error("expected a non-empty string, got %s" % _kind(value), self._path + (key,))
+        return value
+
+    def string_map(self, key: str) -> Tuple[Tuple[str, str], ...]:
+        section = self.section(key)
+        pairs = []
+        for name, value in section._raw.items():
+            path = section._path + (str(name),)
+            section._seen.append(name)
+            if not isinstance(name, str) or not _is_token(name):
+                raise config_error("not a valid HTTP header name", path)
+            if name.lower() in _RESERVED_HEADERS:
+                raise config_error("this header is set by the module and cannot be configured", path)
+            if not isinstance(value, str) or "\n" in value or "\r" in value:
+                raise config_error("expected a single-line string", path)
+            pairs.append((name, value))
+        return tuple(pairs)
+
+    def finish(self) -> None:
+        """Raises a ConfigError naming the first key that was never read."""
+        for key in self._raw:
+            if key not in self._seen:
+                raise config_error("unknown key (check its spelling and indentation)", self._path + (str(key),))
+
+
+def _is_token(name: str) -> bool:
+    allowed = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    return bool(name) and all(c in allowed for c in name)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean (%s)" % ("true" if value else "false")
+    if isinstance(value, str):
+        return "a string (%r)" % (value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, (int, float)):
+        return "a number (%r)" % (value,)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, Sequence):
+        return "a list"
+    return type(value).__name__
+
+
+def _endpoint(value: Optional[str]) -> str:
+    path = ("endpoint",)
+    if value is None:
+        raise config_error("required: the base URL of ma1sd, e.g. http://ma1sd:8090", path)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise config_error("expected an http:// or https:// URL, got %r" % (value,), path)
+    if not parts.hostname:
+        raise config_error("the URL has no host name: %r" % (value,), path)
+    if parts.query or parts.fragment:
+        raise config_error("the URL must not have a query or fragment: %r" % (value,), path)
+    if parts.username or parts.password:
+        raise config_error("credentials in the URL are not supported; use 'headers' or 'header_files'", path)
+    try:
+        parts.port
+    except ValueError:
+        raise config_error("the URL has an invalid port: %r" % (value,), path) from None
+    return value
+
+
+def parse_config(raw: Any) -> ProviderConfig:
+    """Returns the validated configuration for the raw ``config:`` mapping.
+
+    Raises Synapse's ``ConfigError`` with the path of the offending key.
+    ``raw`` may be None: Synapse before 1.27 passes None for a missing block.
+    """
+    top = _Section(raw, ())
+    endpoint = _endpoint(top.string("endpoint", None))
+    timeout = top.number("timeout", DEFAULT_TIMEOUT, 0.0, 300.0)
+    max_response_size = top.integer("max_response_size", DEFAULT_MAX_RESPONSE_SIZE, 1024, 16 * 1024 * 1024)
+    max_concurrent = top.integer("max_concurrent_requests", DEFAULT_MAX_CONCURRENT_REQUESTS, 1, 10000)
+
+    tls_section = top.section("tls")
+    tls = TlsConfig(
+        ca_file=tls_section.string("ca_file", None),
+        client_certificate=tls_section.string("client_certificate", None),
+        client_key=tls_section.string("client_key", None),
+    )
+    tls_section.finish()
+    if tls.client_key and not tls.client_certificate:
+        raise config_error("client_key needs client_certificate", ("tls", "client_key"))
+    if (tls.ca_file or tls.client_certificate) and not endpoint.lower().startswith("https://"):
+        raise config_error("TLS settings need an https:// endpoint", ("tls",))
+
+    headers = top.string_map("headers")
+    header_files = top.string_map("header_files")
+    duplicated = {n.lower() for n, _ in headers} & {n.lower() for n, _ in header_files}
+    if duplicated:
+        raise config_error("header set twice: %s" % ", ".join(sorted(duplicated)), ("header_files",))
+
+    login_section = top.section("threepid_login")
+    lookup_path = login_section.string("lookup_path", DEFAULT_LOOKUP_PATH)
+    assert lookup_path is not None
+    if not lookup_path.startswith("/") or "?" in lookup_path:
+        raise config_error("expected a path starting with '/' and without a query", ("threepid_login", "lookup_path"))
+    threepid_login = ThreepidLoginConfig(enabled=login_section.boolean("enabled", True), lookup_path=lookup_path)
+    login_section.finish()
+
+    policy_section = top.section("policy")
+    registration = policy_section.section("registration")
+    username = registration.section("username")
+    enforce_lowercase = username.boolean("enforceLowercase", True)
+    username.finish()
+    reg_profile = registration.section("profile")
+    reg_profile_name = reg_profile.boolean("name", True)
+    reg_profile.finish()
+    registration.finish()
+    login = policy_section.section("login")
+    login_profile = login.section("profile")
+    login_profile_name = login_profile.boolean("name", False)
+    login_profile.finish()
+    login.finish()
+    all_section = policy_section.section("all")
+    threepid = all_section.section("threepid")
+    threepid_update = threepid.boolean("update", True)
+    threepid_replace = threepid.boolean("replace", False)
+    threepid.finish()
+    all_section.finish()
+    policy_section.finish()
+    top.finish()
+
+    return ProviderConfig(
+        endpoint=endpoint,
+        timeout=timeout,
+        max_response_size=max_response_size,
+        max_concurrent_requests=max_concurrent,
+        tls=tls,
+        headers=headers,
+        header_files=header_files,
+        threepid_login=threepid_login,
+        policy=PolicyConfig(
+            registration_enforce_lowercase=enforce_lowercase,
+            registration_profile_name=reg_profile_name,
+            login_profile_name=login_profile_name,
+            threepid_update=threepid_update,
+            threepid_replace=threepid_replace,
+        ),
+    )

@@ -1,0 +1,42 @@
+"""Prometheus metrics, exposed by Synapse's own metrics listener.
+
+They live in prometheus_client's default registry, which is the one Synapse
+serves on its ``metrics`` listener. All names start with ``rest_auth_provider_``.
+"""
+
+from prometheus_client import Counter, Histogram
+
+# Outcomes of a login attempt handled by the module.
+SUCCESS = "success"
+BAD_CREDENTIALS = "bad_credentials"
+BACKEND_ERROR = "backend_error"
+REFUSED_LOCALLY = "refused_locally"
+OUTCOMES = (SUCCESS, BAD_CREDENTIALS, BACKEND_ERROR, REFUSED_LOCALLY)
+
+logins = Counter(
+    "rest_auth_provider_logins_total",
+    "Login attempts handled by rest_auth_provider, by outcome.",
+    ["outcome"],
+)
+backend_request_duration = Histogram(
+    "rest_auth_provider_ma1sd_request_duration_seconds",
+    "Time from sending a request to ma1sd to having its whole answer (or giving up).",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+registrations = Counter(
+    "rest_auth_provider_registrations_total",
+    "Accounts created by rest_auth_provider on a first login.",
+)
+profile_writes = Counter(
+    "rest_auth_provider_profile_writes_total",
+    "Profile changes made from ma1sd's answer, by kind.",
+    ["kind"],
+)
+
+for _outcome in OUTCOMES:
+    logins.labels(outcome=_outcome)
+for _kind in ("displayname", "threepid_add", "threepid_remove"):
+    profile_writes.labels(kind=_kind)
+for _endpoint in ("check_credentials", "lookup"):
+    backend_request_duration.labels(endpoint=_endpoint)

@@ -1,0 +1,215 @@
+"""The class Synapse loads: ``rest_auth_provider.RestAuthProvider``.
+
+One class serves both config styles:
+
+* ``password_providers:`` (every release): Synapse calls
+  ``RestAuthProvider(config=..., account_handler=api)`` and then looks up
+  ``get_supported_login_types``, ``check_auth`` and ``check_3pid_auth`` by name.
+* ``modules:`` (1.46 and later): Synapse calls ``RestAuthProvider(config, api)``
+  (``api=`` as a keyword before 1.62) and we register callbacks.
+
+``check_password`` is deliberately not defined: Synapse would then log the
+user in under the ID exactly as typed instead of the canonical one.
+"""
+
+import logging
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from rest_auth_provider import __version__, metrics
+from rest_auth_provider._compat import SynapseCompat, config_error
+from rest_auth_provider.client import BackendError, Ma1sdClient
+from rest_auth_provider.config import ProviderConfig, parse_config
+from rest_auth_provider.provisioning import Provisioner
+from rest_auth_provider.response import canonical_threepid
+from rest_auth_provider.users import LocalRefusal, parse_login_name
+
+logger = logging.getLogger(__name__)
+
+PASSWORD_LOGIN = "m.login.password"
+PASSWORD_FIELDS = ("password",)
+
+CheckAuthResult = Optional[Tuple[str, None]]
+
+
+class RestAuthProvider:
+    """Checks passwords with ma1sd, registers first-time users and keeps their
+    display name and 3PIDs in step with ma1sd."""
+
+    def __init__(self, config: ProviderConfig, api: Any = None, account_handler: Any = None):
+        if account_handler is not None:
+            self._style = "password_providers"
+            api = account_handler
+        elif api is not None:
+            self._style = "modules"
+        else:
+            raise TypeError("RestAuthProvider needs the ModuleApi (api= or account_handler=)")
+        self._api = api
+        self._config = config
+        self._compat = SynapseCompat(api)
+        self._client = Ma1sdClient(config)
+        self._provisioner = Provisioner(api, self._compat, config.policy)
+
+        if self._style == "modules":
+            if not hasattr(api, "register_password_auth_provider_callbacks"):
+                raise config_error(
+                    "this Synapse is older than 1.46 and cannot load password checkers "
+                    "from 'modules:'; list rest_auth_provider.RestAuthProvider under "
+                    "'password_providers:' instead",
+                    (),
+                )
+            callbacks: Dict[str, Any] = {"auth_checkers": {(PASSWORD_LOGIN, PASSWORD_FIELDS): self._module_check_auth}}
+            if config.threepid_login.enabled:
+                callbacks["check_3pid_auth"] = self._module_check_3pid_auth
+            api.register_password_auth_provider_callbacks(**callbacks)
+
+        logger.info(
+            "rest_auth_provider %s loaded from '%s:' (%s process); ma1sd at %s, timeout %g s",
+            __version__,
+            self._style,
+            "main" if self._compat.is_main_process else "worker",
+            config.endpoint,
+            config.timeout,
+        )
+        logger.info(
+            "rest_auth_provider uses: %s",
+            "; ".join("%s via %s" % item for item in self._compat.describe().items()),
+        )
+        if not config.policy.registration_enforce_lowercase:
+            logger.info(
+                "policy.registration.username.enforceLowercase: false has no effect: "
+                "Synapse only accepts lowercase user IDs, so new accounts are always created lowercase"
+            )
+
+    @staticmethod
+    def parse_config(config: Any) -> ProviderConfig:
+        """Returns the validated config; raises ConfigError naming the bad key."""
+        return parse_config(config)
+
+    # -- legacy ``password_providers:`` interface (looked up by name) ---------
+
+    def get_supported_login_types(self) -> Dict[str, Iterable[str]]:
+        """Returns the login types this provider handles: password logins."""
+        return {PASSWORD_LOGIN: PASSWORD_FIELDS}
+
+    async def check_auth(self, username: str, login_type: str, login_dict: Dict[str, Any]) -> Optional[str]:
+        """Returns the canonical user ID when ma1sd accepts the password, else None."""
+        if login_type != PASSWORD_LOGIN:
+            return None
+        return await self.authenticate(username, login_dict.get("password"))
+
+    async def check_3pid_auth(self, medium: str, address: str, password: str) -> Optional[str]:
+        """Returns the user ID owning an email or phone number Synapse does not
+        know yet, when ma1sd maps it to a user and accepts the password; else None."""
+        if not self._config.threepid_login.enabled:
+            return None
+        return await self.authenticate_threepid(medium, address, password)
+
+    # -- ``modules:`` callbacks (Synapse 1.46+) --------------------------------
+
+    async def _module_check_auth(self, username: str, login_type: str, login_dict: Dict[str, Any]) -> CheckAuthResult:
+        user_id = await self.check_auth(username, login_type, login_dict)
+        return (user_id, None) if user_id is not None else None
+
+    async def _module_check_3pid_auth(self, medium: str, address: str, password: str) -> CheckAuthResult:
+        user_id = await self.authenticate_threepid(medium, address, password)
+        return (user_id, None) if user_id is not None else None
+
+    # -- the logic -------------------------------------------------------------
+
+    async def authenticate(self, username: Any, password: Any) -> Optional[str]:
+        """Returns the canonical user ID when ma1sd accepts ``password`` for
+        ``username``, registering and provisioning as configured; else None.
+
+        Never raises: Synapse before 1.46 turns an exception into HTTP 500.
+        """
+        try:
+            return await self._authenticate(username, password)
+        except Exception:
+            metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
+            logger.error("Login refused: unexpected error in rest_auth_provider", exc_info=True)
+            return None
+
+    async def _authenticate(self, username: Any, password: Any) -> Optional[str]:
+        # An empty password is never sent: many LDAP servers treat a bind
+        # with an empty password as an anonymous bind that "succeeds"
+        # (RFC 4513, section 5.1.2).
+        if not isinstance(password, str) or not password:
+            return self._refuse_locally(username, "empty or missing password")
+        try:
+            name = parse_login_name(username, self._compat.server_name)
+        except LocalRefusal as e:
+            return self._refuse_locally(username, str(e))
+
+        existing = await self._api.check_user_exists(name.user_id)
+        if existing is None and not name.registrable:
+            return self._refuse_locally(username, "not a valid user ID for a new account")
+        if existing is not None and await self._compat.is_deactivated(existing):
+            return self._refuse_locally(existing, "the account is deactivated")
+        user_id = str(existing) if existing is not None else name.user_id
+
+        try:
+            reply = await self._client.check_credentials(user_id, password)
+        except BackendError as e:
+            metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
+            logger.warning("Login refused for %s: ma1sd at %s failed: %s", user_id, self._config.endpoint, e)
+            return None
+        if not reply.success:
+            metrics.logins.labels(outcome=metrics.BAD_CREDENTIALS).inc()
+            logger.info("Login refused for %s: ma1sd rejected the credentials", user_id)
+            return None
+
+        new_account = False
+        if existing is None:
+            registered, new_account = await self._provisioner.register(name.localpart, user_id, reply.display_name)
+            if registered is None:
+                metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
+                return None
+            user_id = registered
+        await self._provisioner.sync(user_id, reply, new_account)
+        metrics.logins.labels(outcome=metrics.SUCCESS).inc()
+        logger.info("Login accepted for %s%s", user_id, " (new account)" if new_account else "")
+        return user_id
+
+    def _refuse_locally(self, who: Any, reason: str) -> None:
+        metrics.logins.labels(outcome=metrics.REFUSED_LOCALLY).inc()
+        shown = who if isinstance(who, str) else type(who).__name__
+        logger.info("Login refused for %r without asking ma1sd: %s", shown[:100], reason)
+        return None
+
+    async def authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Optional[str]:
+        """Returns the user ID for a login by email or phone number that
+        Synapse does not know locally, when ma1sd maps it to one of our users
+        and accepts the password; else None. Never raises."""
+        try:
+            return await self._authenticate_threepid(medium, address, password)
+        except Exception:
+            metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
+            logger.error("3PID login refused: unexpected error in rest_auth_provider", exc_info=True)
+            return None
+
+    async def _authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Optional[str]:
+        if not isinstance(medium, str) or not isinstance(address, str):
+            return None
+        canonical = canonical_threepid(medium, address)
+        if canonical is None:
+            return None
+        medium, address = canonical
+        if await self._compat.get_threepid_owner(medium, address) is not None:
+            # Synapse resolves addresses it knows itself, then calls
+            # check_auth with the owner's ID.
+            return None
+        if not isinstance(password, str) or not password:
+            return self._refuse_locally("%s %s" % (medium, address), "empty or missing password")
+        try:
+            mxid = await self._client.lookup_threepid(medium, address)
+        except BackendError as e:
+            metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
+            logger.warning("Login by %s refused: ma1sd lookup at %s failed: %s", medium, self._config.endpoint, e)
+            return None
+        if mxid is None:
+            metrics.logins.labels(outcome=metrics.BAD_CREDENTIALS).inc()
+            logger.info("Login by %s %s refused: ma1sd knows no user for it", medium, address)
+            return None
+        if not mxid.startswith("@"):
+            return self._refuse_locally(mxid, "ma1sd's lookup answered something that is not a user ID")
+        return await self._authenticate(mxid, password)

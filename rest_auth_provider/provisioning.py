@@ -1,0 +1,122 @@
+"""Creating accounts and keeping profiles in step with ma1sd.
+
+Policies (the old provider's keys and defaults):
+
+* ``policy.registration.profile.name`` - display name from ma1sd at registration;
+* ``policy.login.profile.name`` - display name refreshed on every login;
+* ``policy.all.threepid.update`` - add ma1sd's email and msisdn 3PIDs;
+* ``policy.all.threepid.replace`` - remove local 3PIDs ma1sd no longer lists.
+"""
+
+import logging
+from typing import Any, Optional, Set, Tuple
+
+from rest_auth_provider import metrics
+from rest_auth_provider._compat import SynapseCompat
+from rest_auth_provider.config import PolicyConfig
+from rest_auth_provider.response import AuthReply, canonical_threepid
+
+logger = logging.getLogger(__name__)
+
+_USER_IN_USE = "M_USER_IN_USE"
+
+
+class Provisioner:
+    """Registers new users and syncs display names and 3PIDs."""
+
+    def __init__(self, api: Any, compat: SynapseCompat, policy: PolicyConfig):
+        self._api = api
+        self._compat = compat
+        self._policy = policy
+
+    async def register(self, localpart: str, user_id: str, display_name: Optional[str]) -> Tuple[Optional[str], bool]:
+        """Creates the account for ``localpart`` (no device, no access token).
+
+        Returns ``(user_id, created)``: the account's ID and whether this call
+        created it (False when a concurrent login won the race). The ID is None
+        when the account could not be created.
+        """
+        name = display_name if self._policy.registration_profile_name else None
+        try:
+            created_id = await self._api.register_user(localpart, displayname=name)
+        except Exception as e:
+            if getattr(e, "errcode", None) != _USER_IN_USE:
+                logger.warning("Could not create the account %s: %s", user_id, _error_text(e))
+                return None, False
+            # Another login (maybe on another worker) created it first.
+            existing = await self._api.check_user_exists(user_id)
+            if existing is None:
+                logger.warning("Could not create the account %s: taken, yet not found", user_id)
+            return existing, False
+        metrics.registrations.inc()
+        logger.info("Created the account %s on its first login", created_id)
+        return str(created_id), True
+
+    async def sync(self, user_id: str, reply: AuthReply, new_account: bool) -> None:
+        """Applies ma1sd's profile to the account as the policies say.
+
+        Never raises: the password was right, so a failed profile write is
+        logged and the login goes on; the next login tries again.
+        """
+        if not new_account and self._policy.login_profile_name and reply.display_name is not None:
+            try:
+                await self._sync_display_name(user_id, reply.display_name)
+            except Exception as e:
+                logger.warning("Could not update the display name of %s: %s", user_id, _error_text(e))
+        if self._policy.threepid_update and reply.three_pids is not None:
+            try:
+                await self._sync_threepids(user_id, reply)
+            except Exception as e:
+                logger.warning("Could not update the 3PIDs of %s: %s", user_id, _error_text(e))
+
+    async def _sync_display_name(self, user_id: str, name: str) -> None:
+        current = await self._compat.get_displayname(user_id)
+        if current == name:
+            return
+        await self._compat.set_displayname(user_id, name)
+        metrics.profile_writes.labels(kind="displayname").inc()
+        logger.info("Updated the display name of %s from ma1sd", user_id)
+
+    async def _sync_threepids(self, user_id: str, reply: AuthReply) -> None:
+        assert reply.three_pids is not None
+        wanted: Set[Tuple[str, str]] = set()
+        for pid in reply.three_pids:
+            canonical = canonical_threepid(pid.medium, pid.address)
+            if canonical is None:
+                logger.info("Ignoring a 3PID of medium %r from ma1sd for %s: only email and msisdn are kept", pid.medium, user_id)
+                continue
+            wanted.add(canonical)
+
+        stored = await self._compat.get_threepids(user_id)
+        have = {canonical_threepid(m, a) or (m, a): (m, a) for m, a in stored}
+
+        for medium, address in sorted(wanted - set(have)):
+            owner = await self._compat.get_threepid_owner(medium, address)
+            if owner is not None and owner != user_id:
+                logger.warning(
+                    "Not adding %s %s to %s: it already belongs to %s",
+                    medium,
+                    address,
+                    user_id,
+                    owner,
+                )
+                continue
+            if owner == user_id:
+                continue
+            await self._compat.add_threepid(user_id, medium, address)
+            metrics.profile_writes.labels(kind="threepid_add").inc()
+            logger.info("Added the %s %s to %s from ma1sd", medium, address, user_id)
+
+        if not self._policy.threepid_replace:
+            return
+        for key in sorted(set(have) - wanted):
+            medium, address = have[key]
+            await self._compat.delete_threepid(user_id, medium, address)
+            metrics.profile_writes.labels(kind="threepid_remove").inc()
+            logger.info("Removed the %s %s from %s: ma1sd no longer lists it", medium, address, user_id)
+
+
+def _error_text(e: BaseException) -> str:
+    """Returns a short description of an exception from Synapse."""
+    msg = getattr(e, "msg", None)
+    return "%s: %s" % (type(e).__name__, msg if msg is not None else e)

@@ -1,0 +1,125 @@
+"""Fixtures: one fake ma1sd and two real Synapse servers per test session.
+
+* ``defaults_hs``: the module with every policy at its default; loaded from
+  ``modules:`` where this Synapse supports it (1.46+), else ``password_providers:``.
+* ``sync_hs``: ``policy.login.profile.name`` and ``policy.all.threepid.replace``
+  on; loaded from ``password_providers:`` (the legacy style, every release).
+
+Both log at DEBUG for every logger, so the secrets check sees everything.
+"""
+
+import itertools
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+import yaml
+
+from tests.fake_ma1sd import FakeMa1sd, FakeUser
+from tests.integration.harness import SynapseServer, _template, module_block, supports_modules_style
+from tests.integration.matrix_client import MatrixClient
+
+TIMEOUT = 3.0
+
+_counter = itertools.count(1)
+PASSWORDS: List[str] = []
+
+
+def new_password() -> str:
+    """Returns a fresh password, remembered for the secrets check."""
+    password = "pw-%s" % uuid.uuid4().hex
+    PASSWORDS.append(password)
+    return password
+
+
+@dataclass
+class Homeserver:
+    """A running Synapse with the provider, and how it was configured."""
+
+    server: SynapseServer
+    client: MatrixClient
+    style: str
+    config: Dict[str, Any]
+    ma1sd: FakeMa1sd
+
+    @property
+    def server_name(self) -> str:
+        return self.server.server_name
+
+    def user_id(self, localpart: str) -> str:
+        return "@%s:%s" % (localpart, self.server_name)
+
+    def new_user(self, prefix: str = "user", **kwargs: Any) -> FakeUser:
+        """Adds a fresh user to the fake ma1sd; returns it."""
+        localpart = "%s%d" % (prefix, next(_counter))
+        return self.ma1sd.add_user(self.user_id(localpart), new_password(), **kwargs)
+
+    def mark(self) -> int:
+        """Returns the current log length, for new_log_lines()."""
+        return len(self.server.log_lines())
+
+    def new_log_lines(self, mark: int) -> List[str]:
+        return self.server.log_lines(mark)
+
+    def module_warnings(self, mark: int) -> List[str]:
+        return [line for line in self.new_log_lines(mark) if " - rest_auth_provider" in line and " - WARNING - " in line]
+
+    def shared_secret(self) -> str:
+        template = _template(self.server_name)
+        return str(yaml.safe_load((template / "homeserver.yaml").read_text())["registration_shared_secret"])
+
+
+@pytest.fixture(scope="session")
+def ma1sd() -> Iterator[FakeMa1sd]:
+    fake = FakeMa1sd().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_ma1sd(request: Any) -> Iterator[None]:
+    yield
+    if "ma1sd" in request.fixturenames:
+        fake = request.getfixturevalue("ma1sd")
+        if fake.port and fake._server is None:
+            fake.start(port=fake.port)
+        fake.reset()
+
+
+def _start(tmp_path_factory: Any, ma1sd: FakeMa1sd, name: str, style: str, config: Dict[str, Any]) -> Iterator[Homeserver]:
+    workdir = Path(tmp_path_factory.mktemp(name))
+    server = SynapseServer(workdir, module_block(style, config), log_level="DEBUG", name=name)
+    server.start()
+    try:
+        yield Homeserver(server, MatrixClient(server.url), style, config, ma1sd)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def defaults_hs(tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[Homeserver]:
+    style = "modules" if supports_modules_style() else "password_providers"
+    yield from _start(tmp_path_factory, ma1sd, "defaults", style, {"endpoint": ma1sd.url, "timeout": TIMEOUT})
+
+
+@pytest.fixture(scope="session")
+def sync_hs(tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[Homeserver]:
+    config = {
+        "endpoint": ma1sd.url + "/",
+        "timeout": TIMEOUT,
+        "policy": {"login": {"profile": {"name": True}}, "all": {"threepid": {"replace": True}}},
+    }
+    yield from _start(tmp_path_factory, ma1sd, "sync", "password_providers", config)
+
+
+@pytest.fixture(params=["defaults", "sync"])
+def hs(request: Any) -> Homeserver:
+    """Each test using this runs against both servers (both config styles)."""
+    return request.getfixturevalue("%s_hs" % request.param)  # type: ignore[no-any-return]
+
+
+def pytest_collection_modifyitems(items: List[Any]) -> None:
+    """Runs the secrets check last, after every other test wrote its logs."""
+    items.sort(key=lambda item: item.module.__name__.endswith("test_secrets"))

@@ -1,0 +1,183 @@
+"""Password logins through a real Synapse, as a client sees them."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import List
+
+from tests.fake_ma1sd import CHECK_PATH, Fault
+from tests.integration.conftest import TIMEOUT, Homeserver, new_password
+
+
+def test_first_login_registers_lowercased_user_with_profile(hs: Homeserver) -> None:
+    user = hs.new_user(
+        "alice",
+        display_name="Alice Liddell",
+        emails=("Alice.Liddell@Example.ORG",),
+        msisdns=("+44 7700 900123",),
+    )
+    localpart = user.user_id[1:].split(":")[0]
+    typed = localpart.capitalize()
+
+    body = hs.client.login_ok(typed, user.password)
+
+    assert body["user_id"] == user.user_id
+    assert hs.client.whoami(body["access_token"]) == user.user_id
+    assert hs.client.displayname(user.user_id) == "Alice Liddell"
+    assert hs.client.threepid_set(body["access_token"]) == {
+        ("email", "alice.liddell@example.org"),
+        ("msisdn", "447700900123"),
+    }
+    checks = hs.ma1sd.requests_for(CHECK_PATH)
+    assert [c["user_id"] for c in checks] == [user.user_id]
+
+
+def test_localpart_full_id_and_other_case_reach_the_same_account(hs: Homeserver) -> None:
+    user = hs.new_user("bob", display_name="Bob")
+    localpart = user.user_id[1:].split(":")[0]
+    first = hs.client.login_ok(localpart, user.password)["user_id"]
+    for typed in (user.user_id, "@%s:%s" % (localpart.upper(), hs.server_name), localpart.upper()):
+        assert hs.client.login_ok(typed, user.password)["user_id"] == first == user.user_id
+
+
+def test_wrong_password_is_403_and_creates_no_account(hs: Homeserver) -> None:
+    user = hs.new_user("carol", display_name="Carol")
+    mark = hs.mark()
+
+    r = hs.client.login(user.user_id, "not-" + user.password)
+
+    assert r.status_code == 403
+    assert r.json()["errcode"] == "M_FORBIDDEN"
+    assert hs.client.profile(user.user_id).status_code == 404
+    assert len(hs.ma1sd.requests_for(CHECK_PATH)) == 1
+    assert any("ma1sd rejected the credentials" in line for line in hs.new_log_lines(mark))
+    assert hs.module_warnings(mark) == []
+
+
+def test_user_unknown_to_ma1sd_is_403(hs: Homeserver) -> None:
+    r = hs.client.login("nobody-here", new_password())
+    assert r.status_code == 403
+    assert hs.client.profile(hs.user_id("nobody-here")).status_code == 404
+
+
+def test_other_server_and_malformed_ids_are_refused_without_asking_ma1sd(hs: Homeserver) -> None:
+    user = hs.new_user("dave")
+    localpart = user.user_id[1:].split(":")[0]
+    for typed in ("@%s:elsewhere.example" % localpart, "%s:%s" % (localpart, hs.server_name), "bad name", "ünïcode"):
+        r = hs.client.login(typed, user.password)
+        assert 400 <= r.status_code < 500, (typed, r.status_code, r.text)
+    assert hs.ma1sd.requests_for(CHECK_PATH) == []
+
+
+def test_backend_that_hangs_is_403_within_the_timeout_while_synapse_answers(hs: Homeserver) -> None:
+    user = hs.new_user("erin")
+    hs.ma1sd.fault = Fault("hang")
+    mark = hs.mark()
+    result: List[object] = []
+
+    def login() -> None:
+        started = time.monotonic()
+        r = hs.client.login(user.user_id, user.password)
+        result.append((r.status_code, time.monotonic() - started))
+
+    thread = threading.Thread(target=login)
+    thread.start()
+    probes = []
+    while thread.is_alive():
+        started = time.monotonic()
+        assert hs.client.versions().status_code == 200
+        probes.append(time.monotonic() - started)
+        time.sleep(0.1)
+    thread.join()
+
+    status, elapsed = result[0]  # type: ignore[misc]
+    assert status == 403
+    assert elapsed <= TIMEOUT + 1.0
+    assert len(probes) >= 10 and max(probes) < 0.5, probes
+    assert hs.client.profile(user.user_id).status_code == 404
+    warnings = hs.module_warnings(mark)
+    assert len(warnings) == 1 and "no complete answer within 3 s" in warnings[0], warnings
+
+
+def test_backend_down_is_403_with_one_warning(hs: Homeserver) -> None:
+    user = hs.new_user("frank")
+    hs.ma1sd.stop()
+    mark = hs.mark()
+    started = time.monotonic()
+    r = hs.client.login(user.user_id, user.password)
+    assert r.status_code == 403
+    assert time.monotonic() - started < TIMEOUT
+    warnings = hs.module_warnings(mark)
+    assert len(warnings) == 1 and "connection refused" in warnings[0], warnings
+
+
+def test_garbage_replies_are_403_with_a_warning_naming_the_cause(hs: Homeserver) -> None:
+    user = hs.new_user("gina")
+    cases = [
+        (Fault("body", body=b"<html>Bad Gateway</html>"), "reply is not JSON"),
+        (Fault("body", body=b'{"auth": {"success": "true"}}'), "'auth.success' is a string"),
+        (Fault("body", body=b"[1, 2]"), "reply is a list"),
+        (Fault("status", status=500, body=b'{"errcode": "M_UNKNOWN"}'), "HTTP 500"),
+        (Fault("redirect", status=302), "redirect"),
+    ]
+    for fault, cause in cases:
+        hs.ma1sd.fault = fault
+        mark = hs.mark()
+        r = hs.client.login(user.user_id, user.password)
+        assert r.status_code == 403, (fault, r.text)
+        warnings = hs.module_warnings(mark)
+        assert len(warnings) == 1 and cause in warnings[0], (cause, warnings)
+    assert hs.client.profile(user.user_id).status_code == 404
+
+
+def test_email_identifier_works_after_the_first_login(hs: Homeserver) -> None:
+    user = hs.new_user("hana", emails=("hana.b@example.org",))
+    hs.client.login_ok(user.user_id, user.password)
+    r = hs.client.login(
+        identifier={"type": "m.id.thirdparty", "medium": "email", "address": "Hana.B@Example.org"},
+        password=user.password,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["user_id"] == user.user_id
+
+
+def test_simultaneous_first_logins_make_one_account(hs: Homeserver) -> None:
+    user = hs.new_user("ivan", display_name="Ivan", emails=("ivan@example.org",))
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(lambda _: hs.client.login(user.user_id, user.password), range(10)))
+    assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses if r.status_code != 200]
+    assert {r.json()["user_id"] for r in responses} == {user.user_id}
+    token = responses[0].json()["access_token"]
+    assert hs.client.threepid_set(token) == {("email", "ivan@example.org")}
+    assert hs.client.displayname(user.user_id) == "Ivan"
+
+
+def test_threepid_of_another_user_is_never_moved(hs: Homeserver) -> None:
+    owner = hs.new_user("jane", emails=("shared@example.org",))
+    other = hs.new_user("jack", emails=("shared@example.org", "jack@example.org"))
+    owner_token = hs.client.login_ok(owner.user_id, owner.password)["access_token"]
+    mark = hs.mark()
+    other_token = hs.client.login_ok(other.user_id, other.password)["access_token"]
+    assert hs.client.threepid_set(owner_token) == {("email", "shared@example.org")}
+    assert hs.client.threepid_set(other_token) == {("email", "jack@example.org")}
+    assert any("already belongs to %s" % owner.user_id in w for w in hs.module_warnings(mark))
+
+
+def test_unsupported_media_are_ignored(hs: Homeserver) -> None:
+    user = hs.new_user("kim", extra_three_pids=({"medium": "kmx.employee.id", "address": "12345"},))
+    token = hs.client.login_ok(user.user_id, user.password)["access_token"]
+    assert hs.client.threepid_set(token) == set()
+
+
+def test_deactivated_account_is_refused_and_left_alone(hs: Homeserver) -> None:
+    user = hs.new_user("leo", display_name="Leo")
+    hs.client.login_ok(user.user_id, user.password)
+    admin = hs.client.register_admin(hs.shared_secret(), "admin%s" % user.user_id[4:].split(":")[0], new_password())
+    hs.client.deactivate(admin["access_token"], user.user_id)
+    user.display_name = "Leo Renamed"
+    hs.ma1sd.reset()
+
+    r = hs.client.login(user.user_id, user.password)
+
+    assert r.status_code == 403
+    assert hs.ma1sd.requests_for(CHECK_PATH) == []
