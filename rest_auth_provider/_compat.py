@@ -11,7 +11,7 @@ choices so that the start-up log (and the tests) show which branch runs.
 import inspect
 import logging
 import time
-from typing import Any, Awaitable, Dict, Iterable, List, Optional, Tuple, TypeVar
+from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from synapse.module_api import make_deferred_yieldable as _make_deferred_yieldable
 from twisted.internet import defer
@@ -67,14 +67,14 @@ class SynapseCompat:
     @property
     def server_name(self) -> str:
         """Returns this homeserver's server name."""
-        if hasattr(type(self._api), "server_name"):  # ModuleApi.server_name: 1.53
+        if hasattr(self._api, "server_name"):  # ModuleApi.server_name: 1.53
             return str(self._api.server_name)
         return str(self._hs.hostname)  # type: ignore[union-attr]
 
     @property
     def is_main_process(self) -> bool:
         """Returns True on the main process, False on a worker."""
-        if hasattr(type(self._api), "worker_app"):  # ModuleApi.worker_app: 1.53
+        if hasattr(self._api, "worker_app"):  # ModuleApi.worker_app: 1.53
             return self._api.worker_app is None
         config = self._hs.config  # type: ignore[union-attr]
         worker = getattr(config, "worker", None)
@@ -188,7 +188,3 @@ class SynapseCompat:
             else "store.user_delete_threepid",
         }
 
-
-def run_coroutine(coro: Awaitable[T]) -> "defer.Deferred[T]":
-    """Returns a Deferred running ``coro`` (for callers that need a Deferred)."""
-    return defer.ensureDeferred(coro)  # type: ignore[arg-type]

@@ -181,3 +181,28 @@ def test_deactivated_account_is_refused_and_left_alone(hs: Homeserver) -> None:
 
     assert r.status_code == 403
     assert hs.ma1sd.requests_for(CHECK_PATH) == []
+
+
+def test_startup_log_names_the_compatibility_branches(hs: Homeserver) -> None:
+    """Each branch of the compatibility layer runs somewhere in the tox matrix;
+    the start-up log line says which one this Synapse uses."""
+    from tests.integration.harness import synapse_version
+
+    version = synapse_version()
+    lines = [line for line in hs.server.log_lines() if "rest_auth_provider uses:" in line]
+    assert len(lines) == 1, lines
+    line = lines[0]
+    expected = {
+        "display name via ModuleApi.set_displayname": version >= (1, 76),
+        "display name via ProfileHandler.set_displayname": version < (1, 76),
+        "profile read via ModuleApi.get_profile_for_user": version >= (1, 39),
+        "profile read via store.get_profile_displayname": version < (1, 39),
+        "3PID read via ModuleApi.get_threepids_for_user": version >= (1, 39),
+        "deactivation check via ModuleApi.get_userinfo_by_id": version >= (1, 41),
+        "deactivation check via store.get_user_deactivated_status": version < (1, 41),
+        "3PID removal via AuthHandler.delete_local_threepid": version >= (1, 79),
+        "3PID removal via store.user_delete_threepid": version < (1, 79),
+    }
+    for fragment, present in expected.items():
+        assert (fragment in line) == present, (fragment, line)
+    assert ("loaded from '%s:'" % hs.style) in hs.server.log_text()

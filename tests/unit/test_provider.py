@@ -1,0 +1,242 @@
+"""The provider's logic against a strict ModuleApi mock and a real (fake) ma1sd."""
+
+import logging
+from typing import Any, Iterator
+from unittest.mock import Mock
+
+import pytest
+import pytest_twisted
+from synapse.module_api import ModuleApi
+
+from rest_auth_provider import RestAuthProvider
+from tests.fake_ma1sd import CHECK_PATH, LOOKUP_PATH, Fault, FakeMa1sd
+from tests.unit.fake_synapse import FakeSynapse
+
+PW = "correct horse battery staple"
+HAS_CALLBACKS = hasattr(ModuleApi, "register_password_auth_provider_callbacks")
+
+
+@pytest.fixture
+def ma1sd() -> Iterator[FakeMa1sd]:
+    fake = FakeMa1sd().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def synapse() -> FakeSynapse:
+    return FakeSynapse()
+
+
+def make_provider(synapse: FakeSynapse, ma1sd: FakeMa1sd, **config: Any) -> RestAuthProvider:
+    raw = {"endpoint": ma1sd.url, "timeout": 1}
+    raw.update(config)
+    parsed = RestAuthProvider.parse_config(raw)
+    return RestAuthProvider(config=parsed, account_handler=synapse.api)
+
+
+def test_check_password_is_not_defined() -> None:
+    # Synapse would log users in under the ID exactly as typed.
+    assert not hasattr(RestAuthProvider, "check_password")
+
+
+if HAS_CALLBACKS:  # Synapse 1.46+; older releases only have password_providers.
+
+    @pytest_twisted.ensureDeferred
+    async def test_modules_style_registers_a_checker_that_returns_a_2_tuple(
+        synapse: FakeSynapse, ma1sd: FakeMa1sd
+    ) -> None:
+        ma1sd.add_user("@alice:example.org", PW, "Alice")
+        RestAuthProvider(RestAuthProvider.parse_config({"endpoint": ma1sd.url}), synapse.api)
+
+        kwargs = synapse.api.register_password_auth_provider_callbacks.call_args[1]
+        checker = kwargs["auth_checkers"][("m.login.password", ("password",))]
+        assert "check_3pid_auth" in kwargs
+        assert await checker("Alice", "m.login.password", {"password": PW}) == ("@alice:example.org", None)
+        assert await checker("Alice", "m.login.password", {"password": "wrong"}) is None
+
+
+def test_modules_style_on_synapse_older_than_1_46_is_a_clear_config_error(ma1sd: FakeMa1sd) -> None:
+    old_api = Mock(spec=["check_user_exists", "register_user", "get_qualified_user_id", "_hs"])
+    old_api._hs = Mock(hostname="example.org")
+    with pytest.raises(Exception) as info:
+        RestAuthProvider(RestAuthProvider.parse_config({"endpoint": ma1sd.url}), api=old_api)
+    assert "password_providers" in str(getattr(info.value, "msg", info.value))
+
+
+def test_legacy_style_registers_no_callbacks(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    provider = make_provider(synapse, ma1sd)
+    if HAS_CALLBACKS:
+        synapse.api.register_password_auth_provider_callbacks.assert_not_called()
+    assert provider.get_supported_login_types() == {"m.login.password": ("password",)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_login_registers_lowercase_with_profile(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    ma1sd.add_user("@alice:example.org", PW, "Alice A", emails=("Alice@Example.ORG",), msisdns=("+44 7700 900123",))
+    provider = make_provider(synapse, ma1sd)
+
+    assert await provider.check_auth("Alice", "m.login.password", {"password": PW}) == "@alice:example.org"
+
+    account = synapse.accounts["@alice:example.org"]
+    assert synapse.registrations == ["@alice:example.org"]
+    assert account.displayname == "Alice A"
+    assert account.threepids == {("email", "alice@example.org"), ("msisdn", "447700900123")}
+    assert [r["user_id"] for r in ma1sd.requests_for(CHECK_PATH)] == ["@alice:example.org"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_existing_user_logs_in_under_the_stored_id(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    synapse.add_account("@Historic:example.org", "H")
+    ma1sd.add_user("@historic:example.org", PW)
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("historic", "m.login.password", {"password": PW}) == "@Historic:example.org"
+    assert synapse.registrations == []
+    assert ma1sd.requests_for(CHECK_PATH)[0]["user_id"] == "@Historic:example.org"
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_password_creates_nothing(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    ma1sd.add_user("@bob:example.org", PW)
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("bob", "m.login.password", {"password": "nope"}) is None
+    assert synapse.accounts == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_locally_without_asking_ma1sd(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    provider = make_provider(synapse, ma1sd)
+    for username, password in [
+        ("@bob:other.example", PW),
+        ("bob:example.org", PW),
+        ("bob", ""),
+        ("bob", None),
+        ("b\u00f6b", PW),
+        ("_reserved", PW),
+        (None, PW),
+    ]:
+        assert await provider.check_auth(username, "m.login.password", {"password": password}) is None  # type: ignore[arg-type]
+    assert ma1sd.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_backend_failure_is_none_and_one_warning(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
+) -> None:
+    ma1sd.fault = Fault("body", body=b'{"auth": {"success": 1}}')
+    provider = make_provider(synapse, ma1sd)
+    caplog.set_level(logging.DEBUG)
+    assert await provider.check_auth("carol", "m.login.password", {"password": PW}) is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "@carol:example.org" in warnings[0].getMessage() and "auth.success" in warnings[0].getMessage()
+    assert synapse.accounts == {}
+    assert all(PW not in r.getMessage() for r in caplog.records)
+
+
+@pytest_twisted.ensureDeferred
+async def test_deactivated_account_is_refused_before_asking_ma1sd(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    synapse.add_account("@dan:example.org", "Dan").deactivated = True
+    ma1sd.add_user("@dan:example.org", PW, "Dan New")
+    provider = make_provider(synapse, ma1sd, policy={"login": {"profile": {"name": True}}})
+    assert await provider.check_auth("dan", "m.login.password", {"password": PW}) is None
+    assert ma1sd.requests == []
+    assert synapse.accounts["@dan:example.org"].displayname == "Dan"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unexpected_exception_never_escapes(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
+) -> None:
+    synapse.api.check_user_exists.side_effect = RuntimeError("database on fire")
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("erin", "m.login.password", {"password": PW}) is None
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+
+
+@pytest_twisted.ensureDeferred
+async def test_losing_the_registration_race_logs_in_the_existing_account(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd
+) -> None:
+    ma1sd.add_user("@fay:example.org", PW, "Fay")
+    synapse.lose_registration_race = True
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("fay", "m.login.password", {"password": PW}) == "@fay:example.org"
+    assert synapse.registrations == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_profile_policy_updates_name_only_when_changed(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    synapse.add_account("@gus:example.org", "Old")
+    user = ma1sd.add_user("@gus:example.org", PW, "New")
+    provider = make_provider(synapse, ma1sd, policy={"login": {"profile": {"name": True}}})
+    await provider.check_auth("gus", "m.login.password", {"password": PW})
+    assert synapse.accounts["@gus:example.org"].displayname == "New"
+    user.display_name = None
+    await provider.check_auth("gus", "m.login.password", {"password": PW})
+    assert synapse.accounts["@gus:example.org"].displayname == "New"
+
+
+@pytest_twisted.ensureDeferred
+async def test_replace_removes_only_with_an_explicit_list(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    account = synapse.add_account("@hal:example.org", "Hal")
+    account.threepids = {("email", "old@example.org"), ("email", "keep@example.org")}
+    user = ma1sd.add_user("@hal:example.org", PW, "Hal", emails=("keep@example.org",))
+    provider = make_provider(synapse, ma1sd, policy={"all": {"threepid": {"replace": True}}})
+    await provider.check_auth("hal", "m.login.password", {"password": PW})
+    assert account.threepids == {("email", "keep@example.org")}
+
+    # A reply without a three_pids list removes nothing.
+    user.three_pids = []
+    ma1sd.fault = Fault("body", body=b'{"auth": {"success": true, "profile": {"display_name": "Hal"}}}')
+    await provider.check_auth("hal", "m.login.password", {"password": PW})
+    assert account.threepids == {("email", "keep@example.org")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_threepid_owned_by_someone_else_is_not_moved(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    synapse.add_account("@owner:example.org").threepids = {("email", "shared@example.org")}
+    ma1sd.add_user("@ivy:example.org", PW, emails=("Shared@example.org",))
+    provider = make_provider(synapse, ma1sd)
+    await provider.check_auth("ivy", "m.login.password", {"password": PW})
+    assert synapse.accounts["@ivy:example.org"].threepids == set()
+    assert synapse.accounts["@owner:example.org"].threepids == {("email", "shared@example.org")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_threepid_login_for_an_address_synapse_does_not_know(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    ma1sd.add_user("@jo:example.org", PW, "Jo", emails=("jo@example.org",), msisdns=("+353851234567",))
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_3pid_auth("email", "Jo@Example.org", PW) == "@jo:example.org"
+    assert ma1sd.requests_for(LOOKUP_PATH)[0]["query"]["address"] == ["jo@example.org"]
+    assert synapse.accounts["@jo:example.org"].displayname == "Jo"
+    # Now known locally: Synapse resolves it itself, the module steps aside.
+    ma1sd.reset()
+    assert await provider.check_3pid_auth("email", "jo@example.org", PW) is None
+    assert ma1sd.requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_threepid_login_by_phone_normalises_the_number(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    ma1sd.add_user("@kai:example.org", PW, msisdns=("+353 85 123 4567",))
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_3pid_auth("msisdn", "+353 85 123 4567", PW) == "@kai:example.org"
+    assert ma1sd.requests_for(LOOKUP_PATH)[0]["query"]["address"] == ["353851234567"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_threepid_login_refuses_foreign_ids_and_unknown_addresses(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    ma1sd.add_user("@lu:elsewhere.example", PW, emails=("lu@example.org",))
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_3pid_auth("email", "lu@example.org", PW) is None
+    assert await provider.check_3pid_auth("email", "nobody@example.org", PW) is None
+    assert ma1sd.requests_for(CHECK_PATH) == []
+    assert synapse.accounts == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_threepid_login_can_be_turned_off(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    ma1sd.add_user("@mo:example.org", PW, emails=("mo@example.org",))
+    provider = make_provider(synapse, ma1sd, threepid_login={"enabled": False})
+    assert await provider.check_3pid_auth("email", "mo@example.org", PW) is None
+    assert ma1sd.requests == []
