@@ -157,13 +157,41 @@ def _is_tls_failure(reason: Failure) -> bool:
     return bool(reason.check(SSL.Error))
 
 
-def _retryable(exc: BaseException) -> bool:
-    """Returns True when the request never reached ma1sd's handler: a reused
-    keep-alive connection that the server had already closed."""
+def _retryable(exc: BaseException, reused_connection: bool) -> bool:
+    """Returns True when the request failed on a kept-alive connection that
+    the server had already closed: then ma1sd never saw it, and sending it
+    again on a new connection is safe. A request that failed on a fresh
+    connection may have reached ma1sd and is never sent twice (a second
+    password check could count twice against an LDAP lockout policy)."""
+    if not reused_connection:
+        return False
     name = type(exc).__name__
     if name not in ("ResponseNeverReceived", "RequestTransmissionFailed"):
         return False
     return not any(_is_tls_failure(r) for r in getattr(exc, "reasons", []))
+
+
+class _TrackingPool(HTTPConnectionPool):
+    """A connection pool that tells whether its last connection was new."""
+
+    last_was_new = False
+
+    def getConnection(self, key: Any, endpoint: Any) -> Any:
+        self.last_was_new = False
+        return super().getConnection(key, endpoint)
+
+    def _newConnection(self, key: Any, endpoint: Any) -> Any:
+        self.last_was_new = True
+        return super()._newConnection(key, endpoint)
+
+
+class _RequestFailed(Exception):
+    """Carries a failure and whether it happened on a reused connection."""
+
+    def __init__(self, cause: BaseException, reused_connection: bool):
+        super().__init__(cause)
+        self.cause = cause
+        self.reused_connection = reused_connection
 
 
 class Ma1sdClient:
@@ -177,7 +205,7 @@ class Ma1sdClient:
         self._reactor: Any = reactor
         self._config = config
         self._timeout = config.timeout
-        self._pool = HTTPConnectionPool(self._reactor, persistent=True)
+        self._pool = _TrackingPool(self._reactor, persistent=True)
         self._pool.maxPersistentPerHost = config.max_concurrent_requests
         self._pool.cachedConnectionTimeout = _IDLE_CONNECTION_SECONDS
         self._pool.retryAutomatically = False
@@ -279,9 +307,9 @@ class Ma1sdClient:
             for attempt in (1, 2):
                 try:
                     return await self._request_once(method, url, body)
-                except Exception as e:
-                    if attempt == 2 or deadline.expired or not _retryable(e):
-                        raise
+                except _RequestFailed as e:
+                    if attempt == 2 or deadline.expired or not _retryable(e.cause, e.reused_connection):
+                        raise e.cause from None
             raise AssertionError("unreachable")
         finally:
             self._slots.release()
@@ -292,7 +320,13 @@ class Ma1sdClient:
         if body is not None:
             headers.setRawHeaders(b"Content-Type", [b"application/json"])
             producer = _BytesProducer(body)
-        response: IResponse = await self._agent.request(method, url.encode("ascii"), headers, producer)
+        # The Agent picks the connection synchronously, so the pool knows now.
+        requested = self._agent.request(method, url.encode("ascii"), headers, producer)
+        reused = not self._pool.last_was_new
+        try:
+            response: IResponse = await requested
+        except Exception as e:
+            raise _RequestFailed(e, reused) from None
         if isinstance(response.length, int) and response.length > self._config.max_response_size:
             response.deliverBody(_Discard())
             raise _TooLarge()

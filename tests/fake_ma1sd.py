@@ -66,6 +66,7 @@ class FakeMa1sd:
         self.required_headers = dict(required_headers or {})
         self.requests: List[Dict[str, Any]] = []
         self.connections = 0
+        self.connection_errors = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -116,6 +117,12 @@ class FakeMa1sd:
             daemon_threads = True
             block_on_close = False
             allow_reuse_address = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # Failed TLS handshakes and dropped connections are part of
+                # the tests; they need no traceback on stderr.
+                with fake._lock:
+                    fake.connection_errors += 1
 
             def get_request(self) -> Tuple[socket.socket, Any]:
                 sock, addr = super().get_request()
@@ -216,6 +223,10 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server_fake
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        self.served = getattr(self, "served", 0) + 1
+        if fake.fault.kind == "close_reused" and self.served > 1:
+            self.close_connection = True
+            return
         parts = urlsplit(self.path)
         record: Dict[str, Any] = {
             "method": method,

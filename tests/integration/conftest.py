@@ -9,6 +9,7 @@ Both log at DEBUG for every logger, so the secrets check sees everything.
 """
 
 import itertools
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,13 @@ import yaml
 from tests.fake_ma1sd import FakeMa1sd, FakeUser
 from tests.integration.harness import SynapseServer, _template, module_block, supports_modules_style
 from tests.integration.matrix_client import MatrixClient
+from tests.integration.services import PostgresCluster, RedisServer, ServiceMissing
+
+# The worker topology (PostgreSQL + Redis + main + 2 workers) runs in the tox
+# environments that set RAP_WORKERS=1; RAP_DATABASE=postgres runs the
+# single-process servers on PostgreSQL instead of SQLite.
+collect_ignore = [] if os.environ.get("RAP_WORKERS") else ["test_workers.py"]
+USE_POSTGRES = os.environ.get("RAP_DATABASE") == "postgres"
 
 TIMEOUT = 3.0
 
@@ -88,9 +96,38 @@ def _reset_ma1sd(request: Any) -> Iterator[None]:
         fake.reset()
 
 
-def _start(tmp_path_factory: Any, ma1sd: FakeMa1sd, name: str, style: str, config: Dict[str, Any]) -> Iterator[Homeserver]:
+def start_service(factory: Any) -> Any:
+    """Starts a PostgreSQL or Redis server; skips (fails when CI is set) if not installed."""
+    try:
+        return factory().start()
+    except ServiceMissing as e:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set and this is not installed: %s" % e)
+        pytest.skip("not installed: %s" % e)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = start_service(PostgresCluster)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    server = start_service(RedisServer)
+    yield server
+    server.stop()
+
+
+def _start(
+    request: Any, tmp_path_factory: Any, ma1sd: FakeMa1sd, name: str, style: str, config: Dict[str, Any]
+) -> Iterator[Homeserver]:
     workdir = Path(tmp_path_factory.mktemp(name))
-    server = SynapseServer(workdir, module_block(style, config), log_level="DEBUG", name=name)
+    extra = module_block(style, config)
+    if USE_POSTGRES:
+        extra["database"] = request.getfixturevalue("postgres").create_database("synapse_%s" % name)
+    server = SynapseServer(workdir, extra, log_level="DEBUG", name=name)
     server.start()
     try:
         yield Homeserver(server, MatrixClient(server.url), style, config, ma1sd)
@@ -99,19 +136,19 @@ def _start(tmp_path_factory: Any, ma1sd: FakeMa1sd, name: str, style: str, confi
 
 
 @pytest.fixture(scope="session")
-def defaults_hs(tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[Homeserver]:
+def defaults_hs(request: Any, tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[Homeserver]:
     style = "modules" if supports_modules_style() else "password_providers"
-    yield from _start(tmp_path_factory, ma1sd, "defaults", style, {"endpoint": ma1sd.url, "timeout": TIMEOUT})
+    yield from _start(request, tmp_path_factory, ma1sd, "defaults", style, {"endpoint": ma1sd.url, "timeout": TIMEOUT})
 
 
 @pytest.fixture(scope="session")
-def sync_hs(tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[Homeserver]:
+def sync_hs(request: Any, tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[Homeserver]:
     config = {
         "endpoint": ma1sd.url + "/",
         "timeout": TIMEOUT,
         "policy": {"login": {"profile": {"name": True}}, "all": {"threepid": {"replace": True}}},
     }
-    yield from _start(tmp_path_factory, ma1sd, "sync", "password_providers", config)
+    yield from _start(request, tmp_path_factory, ma1sd, "sync", "password_providers", config)
 
 
 @pytest.fixture(params=["defaults", "sync"])

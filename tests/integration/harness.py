@@ -101,6 +101,18 @@ def log_config(path: Path, level: str) -> Dict[str, Any]:
     }
 
 
+def client_listener(port: int, names: Any = ("client",)) -> Dict[str, Any]:
+    """Returns a plain-HTTP listener on 127.0.0.1 serving ``names``."""
+    return {
+        "port": port,
+        "tls": False,
+        "type": "http",
+        "x_forwarded": False,
+        "bind_addresses": ["127.0.0.1"],
+        "resources": [{"names": list(names), "compress": False}],
+    }
+
+
 class SynapseServer:
     """One Synapse process (main, or a worker when ``worker`` is given)."""
 
@@ -112,12 +124,13 @@ class SynapseServer:
         log_level: str = "INFO",
         worker: Optional[Dict[str, Any]] = None,
         name: str = "main",
+        port: Optional[int] = None,
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.server_name = server_name
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.log_path = self.workdir / ("%s.log" % name)
         self.output_path = self.workdir / ("%s.out" % name)
         self._extra = config
@@ -147,16 +160,7 @@ class SynapseServer:
             "media_store_path": str(self.workdir / "media_store"),
             "database": {"name": "sqlite3", "args": {"database": str(self.workdir / "homeserver.db")}},
             "log_config": str(log_file),
-            "listeners": [
-                {
-                    "port": self.port,
-                    "tls": False,
-                    "type": "http",
-                    "x_forwarded": False,
-                    "bind_addresses": ["127.0.0.1"],
-                    "resources": [{"names": ["client"], "compress": False}],
-                }
-            ],
+            "listeners": [client_listener(self.port)],
             "enable_registration": False,
             "trusted_key_servers": [],
             "suppress_key_server_warning": True,
@@ -181,6 +185,7 @@ class SynapseServer:
         if self._worker is not None:
             worker = dict(self._worker)
             worker["worker_log_config"] = str(log_file)
+            worker.setdefault("worker_listeners", [client_listener(self.port)])
             worker_file = self.workdir / ("%s.yaml" % self.name)
             worker_file.write_text(yaml.safe_dump(worker))
             files.append(worker_file)

@@ -1,0 +1,46 @@
+"""The docs cannot drift from the config parser."""
+
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+import yaml
+
+from rest_auth_provider.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dotted_keys(tree: Dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in tree.items():
+        path = prefix + key
+        if isinstance(value, dict) and key not in ("headers", "header_files"):
+            yield from dotted_keys(value, path + ".")
+        else:
+            yield path
+
+
+def test_every_config_key_is_in_the_reference() -> None:
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    keys = [k for k in dotted_keys(parse_config({"endpoint": "http://ma1sd:8090"}).describe())]
+    keys.remove("check_credentials_url")  # derived, not a key
+    assert len(keys) == 16
+    for key in keys:
+        assert "| `%s` |" % key in reference, key
+
+
+def test_every_yaml_example_in_the_docs_parses() -> None:
+    blocks = 0
+    for page in [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S):
+            data = yaml.safe_load(block)
+            entries = []
+            if isinstance(data, dict):
+                entries = list(data.get("modules") or []) + list(data.get("password_providers") or [])
+                if "config" in data and "endpoint" in data["config"]:
+                    entries.append({"module": "rest_auth_provider.RestAuthProvider", "config": data["config"]})
+            for entry in entries:
+                if entry.get("module") == "rest_auth_provider.RestAuthProvider":
+                    parse_config(entry["config"])
+                    blocks += 1
+    assert blocks >= 5
