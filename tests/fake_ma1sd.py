@@ -70,6 +70,7 @@ class FakeMa1sd:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._sockets: List[socket.socket] = []
         self._stopping = threading.Event()
         self._tls = tls
         self._server: Optional[ThreadingHTTPServer] = None
@@ -126,12 +127,13 @@ class FakeMa1sd:
 
             def get_request(self) -> Tuple[socket.socket, Any]:
                 sock, addr = super().get_request()
-                with fake._lock:
-                    fake.connections += 1
                 if fake._tls:
                     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                     context.load_cert_chain(*fake._tls)
                     sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                with fake._lock:
+                    fake.connections += 1
+                    fake._sockets.append(sock)
                 return sock, addr
 
         class Handler(_Handler):
@@ -145,12 +147,21 @@ class FakeMa1sd:
         return self
 
     def stop(self) -> None:
-        """Stops listening (new connections are refused) and ends open requests."""
+        """Stops listening (new connections are refused), ends open requests
+        and closes kept-alive connections, as a process that exits would."""
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None

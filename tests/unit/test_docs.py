@@ -44,3 +44,13 @@ def test_every_yaml_example_in_the_docs_parses() -> None:
                     parse_config(entry["config"])
                     blocks += 1
     assert blocks >= 5
+
+
+def test_reliability_page_lists_every_case_of_the_hostile_suite() -> None:
+    from tests.integration.test_hostile import BAD_INPUTS, FAULTS
+
+    page = (ROOT / "docs" / "reliability.md").read_text()
+    for name, (_, cause) in FAULTS.items():
+        assert "| %s | 403 within timeout + 1 s; no account created; profile unchanged | `%s` |" % (name, cause) in page
+    for name in BAD_INPUTS:
+        assert "| %s | 4xx with an errcode | no |" % name in page

@@ -1,0 +1,623 @@
+"""Unit tests of ``parse_config``: defaults, the old provider's keys, and errors that name the offending key."""
+
+import copy
+from typing import Any, Dict, List, Tuple
+
+import pytest
+import yaml
+
+from rest_auth_provider.config import (
+    CHECK_CREDENTIALS_PATH,
+    DEFAULT_LOOKUP_PATH,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_RESPONSE_SIZE,
+    ProviderConfig,
+    parse_config,
+)
+
+try:  # Synapse >= 1.35 exports it for modules.
+    from synapse.module_api.errors import ConfigError
+except ImportError:  # Synapse 1.19
+    from synapse.config._base import ConfigError  # type: ignore[assignment,no-redef]
+
+ENDPOINT = "http://ma1sd:8090"
+_OLD_PREFIX = "rest_auth_provider: config"
+
+# The ``config:`` block of the old single-file provider's README, every key set
+# to the opposite of its default so that each one is seen to be read.
+OLD_PROVIDER_BLOCK = """
+endpoint: "http://change.me.example.com:12345"
+policy:
+  registration:
+    username:
+      enforceLowercase: false
+    profile:
+      name: false
+  login:
+    profile:
+      name: true
+  all:
+    threepid:
+      update: false
+      replace: true
+"""
+
+
+def where(e: BaseException) -> str:
+    """Returns the dotted path (inside ``config:``) that a ConfigError names.
+
+    Newer Synapse carries it in ``e.path``; Synapse 1.19's ConfigError has no
+    path, so the module writes ``config.a.b: message`` into the text instead.
+    """
+    path = getattr(e, "path", None)
+    if path is not None:
+        return ".".join(str(p) for p in path)
+    text = str(e)
+    assert text.startswith(_OLD_PREFIX), text
+    location = text[len(_OLD_PREFIX) :].partition(": ")[0]
+    return location[1:] if location.startswith(".") else location
+
+
+def message(e: BaseException) -> str:
+    """Returns the error message without the path (either ConfigError form)."""
+    if getattr(e, "path", None) is not None:
+        return str(getattr(e, "msg", e))
+    return str(e)[len(_OLD_PREFIX) :].partition(": ")[2]
+
+
+def config_error(raw: Any) -> Any:
+    """Returns the ConfigError that parsing ``raw`` raises."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    return info.value
+
+
+def minimal(**extra: Any) -> Dict[str, Any]:
+    raw: Dict[str, Any] = {"endpoint": ENDPOINT}
+    raw.update(extra)
+    return raw
+
+
+def nested(path: Tuple[str, ...], value: Any) -> Dict[str, Any]:
+    """Returns ``{"endpoint": ..., path[0]: {path[1]: ... value}}``."""
+    inner: Any = value
+    for key in reversed(path[1:]):
+        inner = {key: inner}
+    return minimal(**{path[0]: inner})
+
+
+# -- the helpers themselves --------------------------------------------------
+
+
+def test_where_reads_the_path_attribute() -> None:
+    error = ConfigError("unknown key")
+    error.path = ["policy", "login", "profile", "nmae"]  # type: ignore[attr-defined]
+    assert where(error) == "policy.login.profile.nmae"
+
+
+def test_where_reads_the_old_message_form() -> None:
+    error = ConfigError("rest_auth_provider: config.policy.login.profile.nmae: unknown key (check its spelling)")
+    assert where(error) == "policy.login.profile.nmae"
+    assert message(error) == "unknown key (check its spelling)"
+    assert where(ConfigError("rest_auth_provider: config: expected a mapping")) == ""
+
+
+# -- defaults -----------------------------------------------------------------
+
+
+def test_minimal_config_has_the_old_defaults() -> None:
+    config = parse_config({"endpoint": ENDPOINT})
+    assert isinstance(config, ProviderConfig)
+    assert config.endpoint == ENDPOINT
+    assert config.timeout == 10.0
+    assert isinstance(config.timeout, float)
+    assert config.max_response_size == DEFAULT_MAX_RESPONSE_SIZE
+    assert config.max_concurrent_requests == DEFAULT_MAX_CONCURRENT_REQUESTS
+    assert config.tls.ca_file is None
+    assert config.tls.client_certificate is None
+    assert config.tls.client_key is None
+    assert config.headers == ()
+    assert config.header_files == ()
+    assert config.threepid_login.enabled is True
+    assert config.threepid_login.lookup_path == DEFAULT_LOOKUP_PATH
+    assert config.policy.registration_profile_name is True
+    assert config.policy.login_profile_name is False
+    assert config.policy.threepid_update is True
+    assert config.policy.threepid_replace is False
+    assert config.policy.registration_enforce_lowercase is True
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        minimal(policy=None, tls=None, headers=None, header_files=None, threepid_login=None),
+        minimal(policy={}, tls={}, headers={}, header_files={}, threepid_login={}),
+        minimal(policy={"registration": None, "login": None, "all": None}),
+        minimal(policy={"registration": {"username": None, "profile": None}, "login": {"profile": None}}),
+        minimal(policy={"all": {"threepid": {"update": None, "replace": None}}}, timeout=None),
+    ],
+)
+def test_empty_or_null_sections_mean_defaults(raw: Dict[str, Any]) -> None:
+    assert parse_config(raw) == parse_config({"endpoint": ENDPOINT})
+
+
+def test_old_provider_block_parses_with_its_values() -> None:
+    config = parse_config(yaml.safe_load(OLD_PROVIDER_BLOCK))
+    assert config.endpoint == "http://change.me.example.com:12345"
+    assert config.policy.registration_enforce_lowercase is False
+    assert config.policy.registration_profile_name is False
+    assert config.policy.login_profile_name is True
+    assert config.policy.threepid_update is False
+    assert config.policy.threepid_replace is True
+    # Nothing else changes.
+    assert config.timeout == 10.0
+    assert config.threepid_login.enabled is True
+
+
+def test_old_provider_block_with_default_values() -> None:
+    raw = yaml.safe_load(OLD_PROVIDER_BLOCK)
+    raw["policy"] = {
+        "registration": {"username": {"enforceLowercase": True}, "profile": {"name": True}},
+        "login": {"profile": {"name": False}},
+        "all": {"threepid": {"update": True, "replace": False}},
+    }
+    assert parse_config(raw).policy == parse_config({"endpoint": ENDPOINT}).policy
+
+
+def test_every_key_set() -> None:
+    raw = {
+        "endpoint": "https://ma1sd.example.org/base/",
+        "timeout": 2.5,
+        "max_response_size": 2048,
+        "max_concurrent_requests": 7,
+        "tls": {"ca_file": "/etc/ca.pem", "client_certificate": "/etc/c.pem", "client_key": "/etc/k.pem"},
+        "headers": {"Authorization": "Bearer s3cret", "X-Extra": ""},
+        "header_files": {"X-Token": "/run/secrets/token"},
+        "threepid_login": {"enabled": False, "lookup_path": "/custom/lookup"},
+        "policy": yaml.safe_load(OLD_PROVIDER_BLOCK)["policy"],
+    }
+    config = parse_config(copy.deepcopy(raw))
+    assert config.timeout == 2.5
+    assert config.max_response_size == 2048
+    assert config.max_concurrent_requests == 7
+    assert config.tls.ca_file == "/etc/ca.pem"
+    assert config.tls.client_certificate == "/etc/c.pem"
+    assert config.tls.client_key == "/etc/k.pem"
+    assert config.headers == (("Authorization", "Bearer s3cret"), ("X-Extra", ""))
+    assert config.header_files == (("X-Token", "/run/secrets/token"),)
+    assert config.threepid_login.enabled is False
+    assert config.lookup_url == "https://ma1sd.example.org/base/custom/lookup"
+    assert config.check_credentials_url == "https://ma1sd.example.org/base" + CHECK_CREDENTIALS_PATH
+
+
+def test_integer_timeout_becomes_float() -> None:
+    config = parse_config(minimal(timeout=3))
+    assert config.timeout == 3.0
+    assert isinstance(config.timeout, float)
+    assert parse_config(minimal(timeout=300)).timeout == 300.0
+
+
+def test_parse_does_not_modify_its_input() -> None:
+    raw = yaml.safe_load(OLD_PROVIDER_BLOCK)
+    before = copy.deepcopy(raw)
+    parse_config(raw)
+    assert raw == before
+
+
+# -- required endpoint --------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [None, {}, {"endpoint": None}, {"policy": {}}])
+def test_endpoint_is_required(raw: Any) -> None:
+    # Synapse before 1.27 passes None for a module without a ``config:`` block.
+    error = config_error(raw)
+    assert where(error) == "endpoint"
+    assert message(error).startswith("required")
+
+
+@pytest.mark.parametrize("raw", [[], ["endpoint"], "http://ma1sd:8090", 3, True])
+def test_config_that_is_not_a_mapping(raw: Any) -> None:
+    error = config_error(raw)
+    assert where(error) == ""
+    assert "expected a mapping" in message(error)
+
+
+# -- unknown keys -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("endpiont",),
+        ("Endpoint_extra",),
+        ("policy", "registraton"),
+        ("policy", "registration", "usernme"),
+        ("policy", "registration", "username", "enforcelowercase"),
+        ("policy", "registration", "profile", "nmae"),
+        ("policy", "login", "profil"),
+        ("policy", "login", "profile", "nmae"),
+        ("policy", "all", "threepids"),
+        ("policy", "all", "threepid", "updat"),
+        ("policy", "all", "threepid", "replace_all"),
+        ("tls", "cafile"),
+        ("threepid_login", "enable"),
+    ],
+)
+def test_unknown_key_is_named_by_its_path(path: Tuple[str, ...]) -> None:
+    error = config_error(nested(path, True))
+    assert where(error) == ".".join(path)
+    assert message(error).startswith("unknown key")
+
+
+def test_unknown_key_next_to_known_ones() -> None:
+    raw = yaml.safe_load(OLD_PROVIDER_BLOCK)
+    raw["policy"]["login"]["profile"]["nmae"] = True
+    error = config_error(raw)
+    assert where(error) == "policy.login.profile.nmae"
+
+
+def test_unknown_non_string_key() -> None:
+    error = config_error({"endpoint": ENDPOINT, "policy": {1: True}})
+    assert where(error) == "policy.1"
+
+
+# -- wrong types --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("policy", "registration", "username", "enforceLowercase"),
+        ("policy", "registration", "profile", "name"),
+        ("policy", "login", "profile", "name"),
+        ("policy", "all", "threepid", "update"),
+        ("policy", "all", "threepid", "replace"),
+        ("threepid_login", "enabled"),
+    ],
+)
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, [], {}])
+def test_boolean_keys_refuse_other_types(path: Tuple[str, ...], value: Any) -> None:
+    error = config_error(nested(path, value))
+    assert where(error) == ".".join(path)
+    assert "expected true or false" in message(error)
+
+
+@pytest.mark.parametrize("key", ["timeout", "max_response_size", "max_concurrent_requests"])
+@pytest.mark.parametrize("value", [True, False, "10", [10], {"s": 10}])
+def test_number_keys_refuse_other_types(key: str, value: Any) -> None:
+    error = config_error(minimal(**{key: value}))
+    assert where(error) == key
+    assert "expected a" in message(error) and "number" in message(error)
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1, -0.5, 300.5, 301, float("inf"), float("nan")])
+def test_timeout_out_of_range(value: float) -> None:
+    error = config_error(minimal(timeout=value))
+    assert where(error) == "timeout"
+    assert "greater than 0" in message(error)
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason="bug: '%g' of a huge int raises OverflowError")
+def test_huge_integer_timeout_is_a_config_error() -> None:
+    error = config_error(minimal(timeout=10**400))
+    assert where(error) == "timeout"
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("max_response_size", 1023),
+        ("max_response_size", 16 * 1024 * 1024 + 1),
+        ("max_response_size", 4096.0),
+        ("max_concurrent_requests", 0),
+        ("max_concurrent_requests", -3),
+        ("max_concurrent_requests", 10001),
+    ],
+)
+def test_integer_keys_out_of_range_or_not_whole(key: str, value: Any) -> None:
+    error = config_error(minimal(**{key: value}))
+    assert where(error) == key
+    assert "whole number" in message(error)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("policy",),
+        ("policy", "registration"),
+        ("policy", "registration", "username"),
+        ("policy", "registration", "profile"),
+        ("policy", "login"),
+        ("policy", "login", "profile"),
+        ("policy", "all"),
+        ("policy", "all", "threepid"),
+        ("tls",),
+        ("headers",),
+        ("header_files",),
+        ("threepid_login",),
+    ],
+)
+@pytest.mark.parametrize("value", [["name", True], "yes", True, 5])
+def test_sections_refuse_non_mappings(path: Tuple[str, ...], value: Any) -> None:
+    error = config_error(nested(path, value))
+    assert where(error) == ".".join(path)
+    assert "expected a mapping" in message(error)
+
+
+def test_list_for_mapping_names_list() -> None:
+    error = config_error(minimal(policy=[{"login": {"profile": {"name": True}}}]))
+    assert where(error) == "policy"
+    assert "a list" in message(error)
+
+
+@pytest.mark.parametrize("key", ["ca_file", "client_certificate", "client_key"])
+@pytest.mark.parametrize("value", ["", 1, True, ["/a"]])
+def test_tls_strings(key: str, value: Any) -> None:
+    error = config_error({"endpoint": "https://ma1sd", "tls": {key: value}})
+    assert where(error) == "tls." + key
+    assert "non-empty string" in message(error)
+
+
+@pytest.mark.parametrize("value", ["", 5, True, ["/a"]])
+def test_endpoint_must_be_a_non_empty_string(value: Any) -> None:
+    error = config_error({"endpoint": value})
+    assert where(error) == "endpoint"
+    assert "non-empty string" in message(error)
+
+
+# -- endpoint -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://ma1sd:8090",
+        "http://ma1sd:8090/",
+        "https://ma1sd.example.org",
+        "http://127.0.0.1:8090",
+        "http://[::1]:8090",
+        "http://ma1sd:8090/prefix",
+        "HTTPS://MA1SD.example.org",
+    ],
+)
+def test_valid_endpoints(endpoint: str) -> None:
+    assert parse_config({"endpoint": endpoint}).endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    "endpoint,words",
+    [
+        ("ftp://ma1sd:8090", "http:// or https://"),
+        ("ma1sd:8090", "http:// or https://"),
+        ("ma1sd", "http:// or https://"),
+        ("//ma1sd:8090", "http:// or https://"),
+        ("file:///etc/passwd", "http:// or https://"),
+        ("http://", "no host"),
+        ("http:///path", "no host"),
+        ("https://:8090", "no host"),
+        ("http://ma1sd:8090/?token=x", "query or fragment"),
+        ("http://ma1sd:8090/path?a=b", "query or fragment"),
+        ("http://ma1sd:8090/#frag", "query or fragment"),
+        ("http://user:pass@ma1sd:8090", "credentials"),
+        ("http://user@ma1sd:8090", "credentials"),
+        ("http://:secret@ma1sd:8090", "credentials"),
+        ("http://ma1sd:port", "invalid port"),
+        ("http://ma1sd:99999", "invalid port"),
+        ("http://ma1sd:65536", "invalid port"),
+    ],
+)
+def test_invalid_endpoints(endpoint: str, words: str) -> None:
+    error = config_error({"endpoint": endpoint})
+    assert where(error) == "endpoint"
+    assert words in message(error)
+
+
+def test_credentials_are_not_echoed() -> None:
+    error = config_error({"endpoint": "http://user:hunter2@ma1sd:8090"})
+    assert "hunter2" not in str(error)
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: urlsplit's ValueError for a bad IPv6 literal escapes")
+def test_bad_ipv6_literal_is_a_config_error() -> None:
+    error = config_error({"endpoint": "http://[::1:8090"})
+    assert where(error) == "endpoint"
+
+
+@pytest.mark.xfail(
+    strict=True, raises=pytest.fail.Exception, reason="bug: a bare '?' or '#' passes and breaks join_url"
+)
+@pytest.mark.parametrize("endpoint", ["http://ma1sd:8090?", "http://ma1sd:8090/#"])
+def test_empty_query_or_fragment_is_refused(endpoint: str) -> None:
+    error = config_error({"endpoint": endpoint})
+    assert where(error) == "endpoint"
+
+
+@pytest.mark.xfail(
+    strict=True, raises=pytest.fail.Exception, reason="bug: urlsplit drops tab/newline; the raw endpoint keeps them"
+)
+@pytest.mark.parametrize("endpoint", ["http://ma1sd:8090\n", "http://ma\tsd:8090"])
+def test_control_characters_in_endpoint_are_refused(endpoint: str) -> None:
+    error = config_error({"endpoint": endpoint})
+    assert where(error) == "endpoint"
+
+
+# -- URLs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint,expected",
+    [
+        ("http://ma1sd:8090", "http://ma1sd:8090/_matrix-internal/identity/v1/check_credentials"),
+        ("http://ma1sd:8090/", "http://ma1sd:8090/_matrix-internal/identity/v1/check_credentials"),
+        ("http://ma1sd:8090//", "http://ma1sd:8090/_matrix-internal/identity/v1/check_credentials"),
+        ("https://id.example.org/ma1sd", "https://id.example.org/ma1sd/_matrix-internal/identity/v1/check_credentials"),
+        ("https://id.example.org/ma1sd/", "https://id.example.org/ma1sd/_matrix-internal/identity/v1/check_credentials"),
+    ],
+)
+def test_check_credentials_url_has_exactly_one_slash(endpoint: str, expected: str) -> None:
+    url = parse_config({"endpoint": endpoint}).check_credentials_url
+    assert url == expected
+    assert "//" not in url.split("://", 1)[1]
+
+
+@pytest.mark.parametrize("endpoint", ["http://ma1sd:8090", "http://ma1sd:8090/"])
+def test_lookup_url(endpoint: str) -> None:
+    assert parse_config({"endpoint": endpoint}).lookup_url == "http://ma1sd:8090/_matrix/identity/api/v1/lookup"
+
+
+@pytest.mark.parametrize("lookup_path", ["relative/path", "/lookup?x=1", "", 5])
+def test_lookup_path_must_be_an_absolute_path(lookup_path: Any) -> None:
+    error = config_error(minimal(threepid_login={"lookup_path": lookup_path}))
+    assert where(error) == "threepid_login.lookup_path"
+
+
+# -- headers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["headers", "header_files"])
+def test_valid_header_names(key: str) -> None:
+    names = ["Authorization", "X-Api-Key", "x_custom.header~1", "A!#$%&'*+-.^_`|~"]
+    config = parse_config(minimal(**{key: {name: "v" for name in names}}))
+    assert [name for name, _ in getattr(config, key)] == names
+
+
+@pytest.mark.parametrize("key", ["headers", "header_files"])
+@pytest.mark.parametrize("name", ["Bad Header", "X:Y", "", "X-Ünïcode", "X(1)", "X\nY", "X/Y"])
+def test_invalid_header_names(key: str, name: str) -> None:
+    error = config_error(minimal(**{key: {name: "v"}}))
+    assert where(error) == key + "." + name
+    assert "not a valid HTTP header name" in message(error)
+
+
+@pytest.mark.parametrize("key", ["headers", "header_files"])
+def test_non_string_header_name(key: str) -> None:
+    error = config_error(minimal(**{key: {42: "v"}}))
+    assert where(error) == key + ".42"
+
+
+@pytest.mark.parametrize("key", ["headers", "header_files"])
+@pytest.mark.parametrize(
+    "name", ["Content-Type", "content-type", "Host", "HOST", "Content-Length", "Transfer-Encoding"]
+)
+def test_reserved_headers_are_refused(key: str, name: str) -> None:
+    error = config_error(minimal(**{key: {name: "v"}}))
+    assert where(error) == key + "." + name
+    assert "set by the module" in message(error)
+
+
+@pytest.mark.parametrize("key", ["headers", "header_files"])
+@pytest.mark.parametrize("value", [None, 5, True, ["a"], {"a": "b"}, "a\nb", "a\r\nX-Injected: 1", "a\rb"])
+def test_header_values_must_be_single_line_strings(key: str, value: Any) -> None:
+    error = config_error(minimal(**{key: {"X-Token": value}}))
+    assert where(error) == key + ".X-Token"
+    assert "single-line string" in message(error)
+
+
+def test_header_set_in_both_maps_is_refused() -> None:
+    error = config_error(minimal(headers={"X-Token": "a"}, header_files={"x-token": "/run/token"}))
+    assert where(error) == "header_files"
+    assert "x-token" in message(error)
+
+
+def test_header_order_is_kept() -> None:
+    headers = {"X-B": "2", "X-A": "1", "X-C": "3"}
+    assert parse_config(minimal(headers=headers)).headers == (("X-B", "2"), ("X-A", "1"), ("X-C", "3"))
+
+
+# -- TLS ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tls",
+    [{"ca_file": "/ca.pem"}, {"client_certificate": "/c.pem"}, {"client_certificate": "/c.pem", "client_key": "/k"}],
+)
+def test_tls_keys_need_https(tls: Dict[str, str]) -> None:
+    error = config_error({"endpoint": "http://ma1sd:8090", "tls": tls})
+    assert where(error) == "tls"
+    assert "https://" in message(error)
+    config = parse_config({"endpoint": "https://ma1sd:8090", "tls": tls})
+    assert config.tls.ca_file == tls.get("ca_file")
+    assert config.tls.client_certificate == tls.get("client_certificate")
+
+
+def test_tls_with_uppercase_https_scheme() -> None:
+    config = parse_config({"endpoint": "HTTPS://ma1sd:8090", "tls": {"ca_file": "/ca.pem"}})
+    assert config.tls.ca_file == "/ca.pem"
+
+
+@pytest.mark.parametrize("endpoint", ["http://ma1sd:8090", "https://ma1sd:8090"])
+def test_client_key_needs_client_certificate(endpoint: str) -> None:
+    error = config_error({"endpoint": endpoint, "tls": {"client_key": "/k.pem"}})
+    assert where(error) == "tls.client_key"
+    assert "client_certificate" in message(error)
+
+
+def test_empty_tls_section_is_fine_with_http() -> None:
+    assert parse_config({"endpoint": "http://ma1sd:8090", "tls": {}}).tls.ca_file is None
+
+
+# -- describe() ---------------------------------------------------------------
+
+
+def test_describe_hides_header_values() -> None:
+    config = parse_config(
+        {
+            "endpoint": "https://ma1sd:8090/",
+            "headers": {"Authorization": "Bearer top-secret-token", "X-Other": "another-secret"},
+            "header_files": {"X-File": "/run/secrets/file"},
+        }
+    )
+    described = config.describe()
+    assert described["headers"] == {"Authorization": "<hidden>", "X-Other": "<hidden>"}
+    assert "top-secret-token" not in repr(described)
+    assert "another-secret" not in repr(described)
+    # File names are not secrets; their contents are never read here.
+    assert described["header_files"] == {"X-File": "/run/secrets/file"}
+
+
+def test_describe_shows_effective_settings_in_old_layout() -> None:
+    described = parse_config(yaml.safe_load(OLD_PROVIDER_BLOCK)).describe()
+    assert described["endpoint"] == "http://change.me.example.com:12345"
+    assert described["check_credentials_url"] == "http://change.me.example.com:12345" + CHECK_CREDENTIALS_PATH
+    assert described["timeout"] == 10.0
+    assert described["threepid_login"] == {"enabled": True, "lookup_path": DEFAULT_LOOKUP_PATH}
+    assert described["tls"] == {"ca_file": None, "client_certificate": None, "client_key": None}
+    policy = yaml.safe_load(OLD_PROVIDER_BLOCK)["policy"]
+    assert described["policy"] == policy
+
+
+def test_describe_round_trips_through_parse() -> None:
+    described = parse_config(yaml.safe_load(OLD_PROVIDER_BLOCK)).describe()
+    raw = {key: described[key] for key in ("endpoint", "timeout", "threepid_login", "policy")}
+    assert parse_config(raw) == parse_config(yaml.safe_load(OLD_PROVIDER_BLOCK))
+
+
+def test_describe_is_plain_yaml_data() -> None:
+    described = parse_config(minimal(headers={"X-A": "b"})).describe()
+    assert yaml.safe_load(yaml.safe_dump(described)) == described
+
+
+def test_config_is_immutable() -> None:
+    config = parse_config({"endpoint": ENDPOINT})
+    with pytest.raises(Exception):
+        config.timeout = 1.0  # type: ignore[misc]
+
+
+def _all_paths(value: Any, prefix: Tuple[str, ...] = ()) -> List[Tuple[str, ...]]:
+    if isinstance(value, dict):
+        paths: List[Tuple[str, ...]] = []
+        for key, inner in value.items():
+            paths.extend(_all_paths(inner, prefix + (key,)))
+        return paths
+    return [prefix]
+
+
+@pytest.mark.parametrize("path", _all_paths(yaml.safe_load(OLD_PROVIDER_BLOCK)["policy"], ("policy",)))
+def test_each_policy_key_is_read(path: Tuple[str, ...]) -> None:
+    # Flipping one old key changes exactly one field of the parsed policy.
+    raw = yaml.safe_load(OLD_PROVIDER_BLOCK)
+    inner = raw
+    for key in path[:-1]:
+        inner = inner[key]
+    inner[path[-1]] = not inner[path[-1]]
+    assert parse_config(raw).policy != parse_config(yaml.safe_load(OLD_PROVIDER_BLOCK)).policy

@@ -1,0 +1,630 @@
+"""Unit and property-based tests of reading ma1sd's replies."""
+
+import json
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from rest_auth_provider.response import (
+    MAX_DISPLAYNAME_LENGTH,
+    SUPPORTED_MEDIA,
+    AuthReply,
+    MalformedReply,
+    ThreePid,
+    canonical_threepid,
+    decode_json,
+    parse_check_credentials,
+    parse_lookup,
+)
+
+# -- exact ma1sd shapes ---------------------------------------------------------
+
+MA1SD_SUCCESS: Dict[str, Any] = {
+    "auth": {
+        "success": True,
+        "id": {"type": "localpart", "value": "alice"},
+        "display_name": "Alice Liddell",
+        "profile": {
+            "display_name": "Alice Liddell",
+            "three_pids": [
+                {"medium": "email", "address": "alice@example.org"},
+                {"medium": "msisdn", "address": "353851234567"},
+            ],
+        },
+    }
+}
+MA1SD_FAILURE: Dict[str, Any] = {"auth": {"success": False, "profile": {"three_pids": []}}}
+
+
+def success(profile: Any = None, **auth: Any) -> Dict[str, Any]:
+    """Returns a successful reply with ``profile`` (left out when None) and extra ``auth`` keys."""
+    body: Dict[str, Any] = {"success": True}
+    if profile is not None:
+        body["profile"] = profile
+    body.update(auth)
+    return {"auth": body}
+
+
+def test_ma1sd_success_reply() -> None:
+    reply = parse_check_credentials(MA1SD_SUCCESS)
+    assert reply == AuthReply(
+        success=True,
+        display_name="Alice Liddell",
+        three_pids=(ThreePid("email", "alice@example.org"), ThreePid("msisdn", "353851234567")),
+    )
+
+
+def test_ma1sd_success_reply_from_bytes() -> None:
+    body = json.dumps(MA1SD_SUCCESS).encode("utf-8")
+    assert parse_check_credentials(decode_json(body)) == parse_check_credentials(MA1SD_SUCCESS)
+
+
+def test_ma1sd_failure_reply() -> None:
+    assert parse_check_credentials(MA1SD_FAILURE) == AuthReply(success=False)
+    reply = parse_check_credentials(decode_json(b'{"auth":{"success":false,"profile":{"three_pids":[]}}}'))
+    assert reply.success is False
+    assert reply.display_name is None
+    assert reply.three_pids is None
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"success": False},
+        {"success": False, "profile": "garbage"},
+        {"success": False, "profile": {"three_pids": "garbage", "display_name": 5}},
+        {"success": False, "display_name": ["x"]},
+    ],
+)
+def test_failure_ignores_the_rest(auth: Dict[str, Any]) -> None:
+    # A refusal is a refusal: nothing else in it is read.
+    assert parse_check_credentials({"auth": auth}) == AuthReply(success=False)
+
+
+@pytest.mark.parametrize("profile", [None, {}])
+def test_missing_profile_is_ok(profile: Any) -> None:
+    value: Dict[str, Any] = {"auth": {"success": True}}
+    if profile is not None:
+        value["auth"]["profile"] = profile
+    assert parse_check_credentials(value) == AuthReply(success=True, display_name=None, three_pids=None)
+
+
+def test_null_profile_is_ok() -> None:
+    assert parse_check_credentials({"auth": {"success": True, "profile": None}}) == AuthReply(success=True)
+
+
+def test_three_pids_missing_is_none_but_empty_list_is_empty_tuple() -> None:
+    assert parse_check_credentials(success({"display_name": "A"})).three_pids is None
+    assert parse_check_credentials(success({"three_pids": None})).three_pids is None
+    assert parse_check_credentials(success({"three_pids": []})).three_pids == ()
+
+
+def test_three_pids_medium_lowercased_and_fields_stripped() -> None:
+    reply = parse_check_credentials(
+        success({"three_pids": [{"medium": " EMAIL ", "address": " Alice@Example.org "}, {"medium": "m", "address": ""}]})
+    )
+    assert reply.three_pids == (ThreePid("email", "Alice@Example.org"), ThreePid("m", ""))
+
+
+def test_three_pids_extra_keys_ignored() -> None:
+    pid = {"medium": "email", "address": "a@b.c", "validated_at": 1, "added_at": 2}
+    assert parse_check_credentials(success({"three_pids": [pid]})).three_pids == (ThreePid("email", "a@b.c"),)
+
+
+def test_display_name_falls_back_to_legacy_copy() -> None:
+    assert parse_check_credentials(success(None, display_name="Legacy")).display_name == "Legacy"
+    assert parse_check_credentials(success({}, display_name="Legacy")).display_name == "Legacy"
+    assert parse_check_credentials(success({"display_name": None}, display_name="Legacy")).display_name == "Legacy"
+    assert parse_check_credentials(success({"display_name": "  "}, display_name="Legacy")).display_name == "Legacy"
+
+
+def test_profile_display_name_wins_over_legacy_copy() -> None:
+    reply = parse_check_credentials(success({"display_name": "Profile"}, display_name="Legacy"))
+    assert reply.display_name == "Profile"
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t\n", "\u3000", None])
+def test_blank_display_name_is_none(blank: Optional[str]) -> None:
+    assert parse_check_credentials(success({"display_name": blank}, display_name=blank)).display_name is None
+
+
+def test_display_name_is_stripped() -> None:
+    assert parse_check_credentials(success({"display_name": "  Alice  "})).display_name == "Alice"
+
+
+@pytest.mark.parametrize("length", [256, 257, 1000])
+def test_long_display_name_is_truncated(length: int) -> None:
+    name = "é" * length
+    reply = parse_check_credentials(success({"display_name": name}))
+    assert reply.display_name == "é" * min(length, MAX_DISPLAYNAME_LENGTH)
+    legacy = parse_check_credentials(success(None, display_name=name))
+    assert legacy.display_name == reply.display_name
+
+
+def test_unicode_display_name_kept() -> None:
+    name = "Zoë 🦊 Ñandú"
+    assert parse_check_credentials(success({"display_name": name})).display_name == name
+
+
+# -- wrong shapes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, True, 1, 1.5, "auth", [], [MA1SD_SUCCESS]])
+def test_reply_must_be_an_object(value: Any) -> None:
+    with pytest.raises(MalformedReply, match="reply is"):
+        parse_check_credentials(value)
+
+
+@pytest.mark.parametrize("auth", [None, True, 1, "yes", [], [{"success": True}]])
+def test_auth_must_be_an_object(auth: Any) -> None:
+    with pytest.raises(MalformedReply, match="'auth'"):
+        parse_check_credentials({"auth": auth})
+
+
+def test_auth_missing() -> None:
+    with pytest.raises(MalformedReply, match="'auth'"):
+        parse_check_credentials({"success": True})
+
+
+@pytest.mark.parametrize("value", ["true", "True", 1, 1.0, 0, None, [], {}, [True]])
+def test_success_must_be_a_boolean(value: Any) -> None:
+    with pytest.raises(MalformedReply, match="'auth.success'"):
+        parse_check_credentials({"auth": {"success": value, "profile": {}}})
+
+
+def test_success_missing() -> None:
+    with pytest.raises(MalformedReply, match="'auth.success'"):
+        parse_check_credentials({"auth": {"profile": {"display_name": "A"}}})
+
+
+@pytest.mark.parametrize("profile", [True, 1, "profile", [], [{"display_name": "A"}]])
+def test_profile_must_be_an_object(profile: Any) -> None:
+    with pytest.raises(MalformedReply, match="'auth.profile'"):
+        parse_check_credentials(success(profile))
+
+
+def test_false_profile_is_refused() -> None:
+    with pytest.raises(MalformedReply, match="'auth.profile'"):
+        parse_check_credentials({"auth": {"success": True, "profile": False}})
+
+
+@pytest.mark.parametrize("name", [1, True, ["A"], {"first": "A"}])
+def test_profile_display_name_must_be_a_string(name: Any) -> None:
+    with pytest.raises(MalformedReply, match="'auth.profile.display_name'"):
+        parse_check_credentials(success({"display_name": name}, display_name="Legacy"))
+
+
+@pytest.mark.parametrize("name", [1, False, ["A"], {"first": "A"}])
+def test_legacy_display_name_must_be_a_string(name: Any) -> None:
+    with pytest.raises(MalformedReply, match="'auth.display_name'"):
+        parse_check_credentials(success({}, display_name=name))
+
+
+@pytest.mark.parametrize("pids", [True, 0, "email", {"medium": "email", "address": "a@b.c"}])
+def test_three_pids_must_be_a_list(pids: Any) -> None:
+    with pytest.raises(MalformedReply, match="'auth.profile.three_pids'"):
+        parse_check_credentials(success({"three_pids": pids}))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        None,
+        "a@b.c",
+        ["email", "a@b.c"],
+        {},
+        {"medium": "email"},
+        {"address": "a@b.c"},
+        {"medium": None, "address": "a@b.c"},
+        {"medium": "email", "address": None},
+        {"medium": 1, "address": "a@b.c"},
+        {"medium": "email", "address": ["a@b.c"]},
+    ],
+)
+def test_three_pid_entries_need_string_medium_and_address(entry: Any) -> None:
+    good = {"medium": "email", "address": "x@y.z"}
+    with pytest.raises(MalformedReply, match=r"three_pids\[1\]"):
+        parse_check_credentials(success({"three_pids": [good, entry]}))
+
+
+def test_malformed_messages_do_not_echo_values() -> None:
+    # The message goes to logs; a display name or address can be personal data.
+    with pytest.raises(MalformedReply) as info:
+        parse_check_credentials(success({"three_pids": [{"medium": "email", "address": 12345678}]}))
+    assert "12345678" not in str(info.value)
+
+
+# -- lookup -------------------------------------------------------------------
+
+
+def test_lookup_found() -> None:
+    reply = {
+        "address": "alice@example.org",
+        "medium": "email",
+        "mxid": "@alice:example.org",
+        "not_before": 0,
+        "not_after": 9999999999999,
+        "ts": 1,
+        "signatures": {"ma1sd": {"ed25519:0": "sig"}},
+    }
+    assert parse_lookup(reply) == "@alice:example.org"
+
+
+@pytest.mark.parametrize("value", [{}, {"mxid": None}, {"address": "a@b.c", "medium": "email"}])
+def test_lookup_not_found(value: Dict[str, Any]) -> None:
+    assert parse_lookup(value) is None
+
+
+@pytest.mark.parametrize("value", [None, [], "@alice:example.org", 1, True])
+def test_lookup_reply_must_be_an_object(value: Any) -> None:
+    with pytest.raises(MalformedReply, match="lookup reply"):
+        parse_lookup(value)
+
+
+@pytest.mark.parametrize("mxid", [1, True, False, ["@a:b"], {"id": "@a:b"}])
+def test_lookup_mxid_must_be_a_string(mxid: Any) -> None:
+    with pytest.raises(MalformedReply, match="'mxid'"):
+        parse_lookup({"mxid": mxid})
+
+
+# -- decode_json --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        (b"{}", {}),
+        (b'{"a": [1, 2.5, null, true, "x"]}', {"a": [1, 2.5, None, True, "x"]}),
+        (b'"\\u00e9"', "\u00e9"),
+        ("{\"name\": \"Zoë\"}".encode("utf-8"), {"name": "Zoë"}),
+        (b"  [ ]  ", []),
+    ],
+)
+def test_decode_json(body: bytes, expected: Any) -> None:
+    assert decode_json(body) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"NaN", b"-Infinity", b"Infinity", b'{"auth": {"success": NaN}}', b"[1, Infinity]", b'{"x": -Infinity}'],
+)
+def test_decode_json_refuses_nan_and_infinity(body: bytes) -> None:
+    with pytest.raises(MalformedReply, match="not JSON"):
+        decode_json(body)
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"{'a': 1}", b"nul", b"[1,]", b"{} {}", b"<html>", b"\xef\xbb\xbf{}"])
+def test_decode_json_refuses_non_json(body: bytes) -> None:
+    with pytest.raises(MalformedReply, match="not JSON"):
+        decode_json(body)
+
+
+@pytest.mark.parametrize(
+    "body", [b"\xff", b'{"a": "\xe9"}', "{\"a\": \"é\"}".encode("latin-1"), b"\xed\xa0\x80", "{}".encode("utf-16")]
+)
+def test_decode_json_refuses_non_utf8(body: bytes) -> None:
+    with pytest.raises(MalformedReply, match="not UTF-8"):
+        decode_json(body)
+
+
+def test_decode_json_deep_nesting() -> None:
+    with pytest.raises(MalformedReply):
+        decode_json(b"[" * 200000 + b"]" * 200000)
+
+
+# -- canonical_threepid -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address,expected",
+    [
+        ("alice@example.org", "alice@example.org"),
+        ("Alice@Example.ORG", "alice@example.org"),
+        ("  ALICE@EXAMPLE.ORG\n", "alice@example.org"),
+        ("Straße@Example.org", "strasse@example.org"),
+        ("A.B+Tag@Sub.Example.Org", "a.b+tag@sub.example.org"),
+    ],
+)
+def test_canonical_email(address: str, expected: str) -> None:
+    assert canonical_threepid("email", address) == ("email", expected)
+    assert canonical_threepid("EMAIL", address) == ("email", expected)
+
+
+@pytest.mark.parametrize(
+    "address", ["", " ", "alice", "alice@", "@example.org", "a@b@c", "al ice@example.org", "alice@exa\tmple.org", "@"]
+)
+def test_garbage_email_is_none(address: str) -> None:
+    assert canonical_threepid("email", address) is None
+
+
+@pytest.mark.parametrize(
+    "address,expected",
+    [
+        ("+353 85 123 4567", "353851234567"),
+        ("353851234567", "353851234567"),
+        ("+353851234567", "353851234567"),
+        ("(0) 85-123", "085123"),
+        ("+1 (555) 010-0199", "15550100199"),
+        ("085.123.4567", "0851234567"),
+        ("085/123 4567", "0851234567"),
+        (" 35385 ", "35385"),
+        ("1" * 20, "1" * 20),
+    ],
+)
+def test_canonical_msisdn(address: str, expected: str) -> None:
+    assert canonical_threepid("msisdn", address) == ("msisdn", expected)
+    assert canonical_threepid("MSISDN", address) == ("msisdn", expected)
+
+
+@pytest.mark.parametrize(
+    "address", ["", " ", "+", "()", "call me", "353-85-x", "+353 85 123 4567 ext 9", "١٢٣", "1" * 21, "12\t34", "a@b.c"]
+)
+def test_garbage_msisdn_is_none(address: str) -> None:
+    assert canonical_threepid("msisdn", address) is None
+
+
+@pytest.mark.parametrize("medium", ["phone", "matrix", "", "e-mail", " email"])
+def test_other_media_are_none(medium: str) -> None:
+    assert canonical_threepid(medium, "alice@example.org") is None
+    assert canonical_threepid(medium, "353851234567") is None
+
+
+# -- property-based tests -------------------------------------------------------
+
+# Characters drawn from the whole code point range without hypothesis's text()
+# strategy, which caches Unicode tables under .hypothesis/ in the working tree.
+_CHAR = st.one_of(
+    st.sampled_from(list(" \t\n\u3000@+()-./0123456789aAzZéß")),
+    st.integers(min_value=0, max_value=0x10FFFF).map(chr),
+)
+TEXT = st.lists(_CHAR, max_size=12).map("".join)
+LONG_TEXT = st.one_of(TEXT, st.lists(_CHAR, min_size=250, max_size=300).map("".join))
+KEYS = st.one_of(
+    st.sampled_from(["auth", "success", "profile", "display_name", "three_pids", "medium", "address", "mxid"]), TEXT
+)
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), TEXT)
+JSON = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(KEYS, children, max_size=4)),
+    max_leaves=12,
+)
+# Values a JSON decoder can produce (no NaN or infinities).
+STRICT_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), TEXT),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(TEXT, children, max_size=4)),
+    max_leaves=12,
+)
+
+SUCCESS_VALUES = st.one_of(
+    st.just(True), st.just(False), st.sampled_from(["true", "True", 1, 1.0, 0, None, [True], {"": True}]), JSON
+)
+MEDIUM = st.one_of(st.sampled_from(["email", "msisdn", "EMAIL", " msisdn "]), TEXT)
+DISPLAY_NAME = st.one_of(st.none(), LONG_TEXT, JSON)
+THREE_PID = st.one_of(
+    st.fixed_dictionaries({"medium": MEDIUM, "address": TEXT}),
+    st.fixed_dictionaries({}, optional={"medium": st.one_of(MEDIUM, JSON), "address": st.one_of(TEXT, JSON)}),
+    JSON,
+)
+PROFILE = st.one_of(
+    st.fixed_dictionaries(
+        {}, optional={"display_name": DISPLAY_NAME, "three_pids": st.one_of(st.lists(THREE_PID, max_size=4), JSON)}
+    ),
+    JSON,
+)
+AUTH_SHAPED = st.fixed_dictionaries(
+    {
+        "auth": st.one_of(
+            st.fixed_dictionaries(
+                {}, optional={"success": SUCCESS_VALUES, "profile": PROFILE, "display_name": DISPLAY_NAME}
+            ),
+            JSON,
+        )
+    }
+)
+REPLIES = st.one_of(JSON, AUTH_SHAPED)
+
+# Replies that are well formed and grant the login.
+GOOD_NAME = st.one_of(st.none(), LONG_TEXT)
+GOOD_PIDS = st.lists(st.fixed_dictionaries({"medium": MEDIUM, "address": TEXT}), max_size=4)
+GOOD_REPLIES = st.fixed_dictionaries(
+    {"success": st.just(True)},
+    optional={
+        "display_name": GOOD_NAME,
+        "profile": st.one_of(
+            st.none(), st.fixed_dictionaries({}, optional={"display_name": GOOD_NAME, "three_pids": GOOD_PIDS})
+        ),
+    },
+).map(lambda auth: {"auth": auth})
+
+PROPERTY_SETTINGS = settings(
+    max_examples=2000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+SMALL_SETTINGS = settings(max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _check_reply(reply: AuthReply) -> None:
+    assert isinstance(reply, AuthReply)
+    assert reply.display_name is None or (
+        isinstance(reply.display_name, str) and 0 < len(reply.display_name) <= MAX_DISPLAYNAME_LENGTH
+    )
+    if reply.display_name is not None:
+        assert reply.display_name == reply.display_name.strip() or len(reply.display_name) == MAX_DISPLAYNAME_LENGTH
+    assert reply.three_pids is None or isinstance(reply.three_pids, tuple)
+    for pid in reply.three_pids or ():
+        assert isinstance(pid, ThreePid)
+        assert isinstance(pid.medium, str) and isinstance(pid.address, str)
+    if not reply.success:
+        assert reply == AuthReply(success=False)
+
+
+def _granted(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("auth"), dict) and value["auth"].get("success") is True
+
+
+@PROPERTY_SETTINGS
+@given(REPLIES)
+def test_parser_only_raises_malformed_and_grants_only_on_true(value: Any) -> None:
+    try:
+        reply = parse_check_credentials(value)
+    except MalformedReply:
+        return
+    _check_reply(reply)
+    assert reply.success is _granted(value)
+    if reply.success:
+        assert value["auth"]["success"] is True
+
+
+@PROPERTY_SETTINGS
+@given(AUTH_SHAPED)
+def test_auth_shaped_replies(value: Dict[str, Any]) -> None:
+    try:
+        reply = parse_check_credentials(value)
+    except MalformedReply:
+        # Refused replies: anything but a well-formed object with a boolean success.
+        auth = value["auth"]
+        assert not (isinstance(auth, dict) and auth.get("success") is False)
+        return
+    _check_reply(reply)
+    assert reply.success is (value["auth"]["success"] is True)
+
+
+@SMALL_SETTINGS
+@given(GOOD_REPLIES)
+def test_well_formed_success_always_parses(value: Dict[str, Any]) -> None:
+    reply = parse_check_credentials(value)
+    _check_reply(reply)
+    assert reply.success is True
+    auth = value["auth"]
+    profile = auth.get("profile") or {}
+
+    def usable(name: Optional[str]) -> Optional[str]:
+        return name.strip()[:MAX_DISPLAYNAME_LENGTH] if name is not None and name.strip() else None
+
+    expected_name = usable(profile.get("display_name"))
+    if expected_name is None:
+        expected_name = usable(auth.get("display_name"))
+    assert reply.display_name == expected_name
+    if "three_pids" in profile:
+        assert reply.three_pids is not None
+        assert [(p.medium, p.address) for p in reply.three_pids] == [
+            (p["medium"].strip().lower(), p["address"].strip()) for p in profile["three_pids"]
+        ]
+    else:
+        assert reply.three_pids is None
+
+
+@SMALL_SETTINGS
+@given(GOOD_REPLIES)
+def test_well_formed_success_survives_the_wire(value: Dict[str, Any]) -> None:
+    body = json.dumps(value).encode("utf-8")  # ensure_ascii: lone surrogates become escapes
+    assert parse_check_credentials(decode_json(body)) == parse_check_credentials(value)
+
+
+@SMALL_SETTINGS
+@given(JSON)
+def test_lookup_only_raises_malformed(value: Any) -> None:
+    try:
+        mxid = parse_lookup(value)
+    except MalformedReply:
+        return
+    assert mxid is None or isinstance(mxid, str)
+    assert isinstance(value, dict)
+    assert mxid == value.get("mxid")
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    return False
+
+
+def _has_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, list):
+        return any(_has_nan(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nan(v) for v in value.values())
+    return False
+
+
+_JSON_TOKENS = [
+    b"{", b"}", b"[", b"]", b'"a"', b'"\\ud800"', b":", b",", b" ", b"1", b"-2.5e3 ", b"NaN", b"Infinity",
+    b"-Infinity", b"true", b"false", b"null", b"\xff", b"\xc3\xa9", b'"', b"\\",
+]  # fmt: skip
+JSONISH_BYTES = st.lists(st.sampled_from(_JSON_TOKENS), max_size=20).map(b"".join)
+
+
+@PROPERTY_SETTINGS
+@given(st.binary(max_size=64))
+def test_decode_json_on_arbitrary_bytes_only_raises_malformed(body: bytes) -> None:
+    try:
+        value = decode_json(body)
+    except MalformedReply:
+        return
+    assert not _has_nan(value)
+    assert value == json.loads(body.decode("utf-8"))
+
+
+@PROPERTY_SETTINGS
+@given(JSONISH_BYTES)
+def test_decode_json_on_json_like_bytes(body: bytes) -> None:
+    try:
+        value = decode_json(body)
+    except MalformedReply:
+        return
+    # No token sequence spells an out-of-range exponent, so every number is finite.
+    assert not _has_non_finite(value)
+    assert value == json.loads(body.decode("utf-8"))
+
+
+@SMALL_SETTINGS
+@given(STRICT_JSON)
+def test_decode_json_round_trips(value: Any) -> None:
+    assert decode_json(json.dumps(value).encode("utf-8")) == value
+    text = json.dumps(value, ensure_ascii=False)
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        assert decode_json(text.encode("utf-8")) == value
+
+
+ADDRESSES = st.one_of(
+    TEXT,
+    st.lists(st.sampled_from(list("0123456789 +()-./@aZ\u00df\u0130\t")), max_size=24).map("".join),
+    st.tuples(TEXT, TEXT).map("@".join),
+)
+
+
+@SMALL_SETTINGS
+@given(st.one_of(MEDIUM, st.sampled_from(SUPPORTED_MEDIA)), ADDRESSES)
+def test_canonical_threepid_properties(medium: str, address: str) -> None:
+    result = canonical_threepid(medium, address)
+    if result is None:
+        return
+    canon_medium, canon_address = result
+    assert canon_medium == medium.lower()
+    assert canon_medium in SUPPORTED_MEDIA
+    if canon_medium == "msisdn":
+        assert canon_address.isdigit() and canon_address.isascii() and 0 < len(canon_address) <= 20
+    else:
+        local, _, domain = canon_address.partition("@")
+        assert canon_address.count("@") == 1 and local and domain
+        assert not any(c.isspace() for c in canon_address)
+    assert canonical_threepid(canon_medium, canon_address) == result
+
+
+@SMALL_SETTINGS
+@given(
+    st.lists(st.sampled_from(list("0123456789 +()-./")), min_size=1, max_size=30).map("".join),
+)
+def test_msisdn_keeps_exactly_the_digits(address: str) -> None:
+    digits = "".join(c for c in address if c.isdigit())
+    assume(address.strip())
+    expected: Optional[Tuple[str, str]] = ("msisdn", digits) if 0 < len(digits) <= 20 else None
+    assert canonical_threepid("msisdn", address) == expected
