@@ -81,6 +81,15 @@ class SynapseCompat:
         worker_app = getattr(worker, "worker_app", None) if worker is not None else getattr(config, "worker_app", None)
         return worker_app is None
 
+    def local_passwords_enabled(self) -> Optional[bool]:
+        """Returns Synapse's ``password_config.localdb_enabled``, or None if unknown."""
+        config = getattr(self._hs, "config", None)
+        for section in (getattr(config, "auth", None), config):  # 1.3x+: config.auth
+            value = getattr(section, "password_localdb_enabled", None)
+            if isinstance(value, bool):
+                return value
+        return None
+
     def _store(self) -> Any:
         return self._api._store
 

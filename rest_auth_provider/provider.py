@@ -74,6 +74,12 @@ class RestAuthProvider:
             "rest_auth_provider uses: %s",
             "; ".join("%s via %s" % item for item in self._compat.describe().items()),
         )
+        if self._compat.local_passwords_enabled():
+            logger.warning(
+                "password_config.localdb_enabled is true (Synapse's default): users can give themselves a "
+                "local Synapse password that keeps working after ma1sd refuses them. Where ma1sd is the only "
+                "source of passwords, set password_config: {localdb_enabled: false} (see docs/security.md)"
+            )
         if not config.policy.registration_enforce_lowercase:
             logger.info(
                 "policy.registration.username.enforceLowercase: false has no effect: "
