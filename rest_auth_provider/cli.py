@@ -52,7 +52,13 @@ from twisted.internet import defer, task
 from rest_auth_provider import __version__
 from rest_auth_provider.client import BackendError, Ma1sdClient
 from rest_auth_provider.config import ProviderConfig, parse_config
-from rest_auth_provider.response import AuthReply, MalformedReply, canonical_threepid, decode_json, parse_check_credentials
+from rest_auth_provider.response import (
+    AuthReply,
+    MalformedReply,
+    canonical_threepid,
+    decode_json,
+    parse_check_credentials,
+)
 from rest_auth_provider.users import LocalRefusal, parse_login_name
 
 EXIT_OK = 0
@@ -78,6 +84,8 @@ PROBE_USER_ID = "@rest-auth-provider-check:invalid"
 PROBE_PASSWORD = "x"
 CERT_EXPIRY_WARNING_DAYS = 14
 MODULES_SINCE = (1, 46)
+
+logger = logging.getLogger("rest_auth_provider.cli")  # not __name__: "__main__" with python -m
 
 OK = "OK"
 WARN = "WARN"
@@ -146,6 +154,7 @@ class Report:
             "module": None,
             "server_name": None,
             "settings": None,
+            "localdb_enabled": None,
             "probe": {},
             "user": None,
         }
@@ -256,7 +265,9 @@ def load_config_files(files: Sequence[str], report: Report) -> Dict[str, Any]:
         if not isinstance(document, dict):
             report.line(WARN, "config", "%s: empty or not a mapping; Synapse ignores it too" % path)
             continue
-        report.line(OK, "config", "%s: read (%d top-level key%s)" % (path, len(document), "" if len(document) == 1 else "s"))
+        report.line(
+            OK, "config", "%s: read (%d top-level key%s)" % (path, len(document), "" if len(document) == 1 else "s")
+        )
         merged.update(document)
     return merged
 
@@ -277,9 +288,7 @@ def find_module_block(merged: Dict[str, Any]) -> Tuple[str, int, Dict[str, Any]]
             if isinstance(entry, dict) and str(entry.get("module", "")).strip() == MODULE_NAME:
                 found.append((section, index, entry))
     if not found:
-        raise _ConfigFailure(
-            "no block with 'module: %s' under 'modules:' or 'password_providers:'" % MODULE_NAME
-        )
+        raise _ConfigFailure("no block with 'module: %s' under 'modules:' or 'password_providers:'" % MODULE_NAME)
     if len(found) > 1:
         where = ", ".join("%s" % _block_name(s, i) for s, i, _ in found)
         sections = {s for s, _, _ in found}
@@ -386,11 +395,12 @@ def _exception_text(e: BaseException) -> str:
 
 
 class _ProbeFailed(Exception):
-    """A probe step failed; ``step`` names it, the message says why."""
+    """A probe step failed; ``step`` names it, the message says why, ``details`` may help fix it."""
 
-    def __init__(self, step: str, message: str):
+    def __init__(self, step: str, message: str, details: Sequence[str] = ()):
         super().__init__(message)
         self.step = step
+        self.details = list(details)
 
 
 class _DnsTimeout(Exception):
@@ -458,7 +468,12 @@ def probe_tcp(infos: List[Any], port: int, timeout: float, report: Report) -> so
             reasons.append("%s: %s" % (address[0], e.strerror or e))
         else:
             elapsed = time.monotonic() - started
-            report.data["probe"]["tcp"] = {"ok": True, "address": address[0], "port": port, "ms": round(elapsed * 1000, 1)}
+            report.data["probe"]["tcp"] = {
+                "ok": True,
+                "address": address[0],
+                "port": port,
+                "ms": round(elapsed * 1000, 1),
+            }
             report.line(OK, "tcp", "connected to %s port %d in %s" % (address[0], port, _ms(elapsed)))
             return sock
         sock.close()
@@ -535,9 +550,10 @@ def probe_tls(sock: socket.socket, infos: List[Any], host: str, config: Provider
         facts = _presented_certificate(infos, host, config.timeout)
         reason = "certificate not trusted by %s: %s" % (trust, e.verify_message or e.reason)
         report.data["probe"]["tls"] = {"ok": False, "error": reason, "certificate": facts or None}
-        if facts:
-            report.line("", "tls", "server presents: %s, issued by %s" % (facts["subject"], facts["issuer"]))
-        raise _ProbeFailed("tls", reason) from None
+        details = _describe_certificate(facts)
+        if details:
+            details[0] = "the server presents: " + details[0]
+        raise _ProbeFailed("tls", reason, details) from None
     except ssl.SSLError as e:
         reason = "TLS handshake failed (%s): does this port speak TLS?" % (e.reason or e)
         report.data["probe"]["tls"] = {"ok": False, "error": reason}
@@ -557,10 +573,22 @@ def probe_tls(sock: socket.socket, infos: List[Any], host: str, config: Provider
     )
     report.line(OK, "tls", "%s, certificate verified with %s (%s)" % (version, trust, _ms(elapsed)))
     if facts:
-        report.line("", "tls", "subject %s, issued by %s" % (facts["subject"], facts["issuer"]))
-        days = facts["days_left"]
-        expiry = "expires %s (%d day%s left)" % (facts["not_after"], days, "" if days == 1 else "s")
-        report.line(WARN if days < CERT_EXPIRY_WARNING_DAYS else OK, "tls", expiry)
+        subject, expiry = _describe_certificate(facts)
+        report.line("", "tls", subject)
+        report.line(WARN if facts["days_left"] < CERT_EXPIRY_WARNING_DAYS else OK, "tls", expiry)
+
+
+def _describe_certificate(facts: Dict[str, Any]) -> List[str]:
+    """Returns two lines about a certificate: who it names and who issued it, and when it expires."""
+    if not facts:
+        return []
+    issuer = "self-signed" if facts["issuer"] == facts["subject"] else "issued by %s" % facts["issuer"]
+    names = " for %s" % ", ".join(facts["names"]) if facts["names"] else ""
+    days = facts["days_left"]
+    return [
+        "subject %s%s, %s" % (facts["subject"], names, issuer),
+        "expires %s (%d day%s left)" % (facts["not_after"], days, "" if days in (1, -1) else "s"),
+    ]
 
 
 def probe_socket_level(config: ProviderConfig, report: Report) -> None:
@@ -606,7 +634,11 @@ def classify_probe_reply(status: int, body: bytes) -> Tuple[bool, str, Optional[
             )
         return True, "HTTP %d, answers like ma1sd (auth.success = false for the made-up probe user)" % status, errcode
     if status == 400 and errcode is not None:
-        return True, "HTTP 400 %s, ma1sd's answer to an invalid user ID (expected for the probe user)" % errcode, errcode
+        return (
+            True,
+            "HTTP 400 %s, ma1sd's answer to an invalid user ID (expected for the probe user)" % errcode,
+            errcode,
+        )
     hint = {
         401: ": check 'headers' / 'header_files'",
         403: ": check 'headers' / 'header_files'",
@@ -632,16 +664,19 @@ async def _post(client: Ma1sdClient, reactor: Any, url: str, body: bytes, timeou
         deadline.expired = True
         d.cancel()
 
+    started = time.monotonic()
     timer = reactor.callLater(timeout, expire)
     try:
         status, _, data = await d
     except Exception as e:
+        logger.debug("POST %s failed after %.0f ms: %r", url, (time.monotonic() - started) * 1000, e)
         if deadline.expired:
             raise BackendError("no complete answer within %g s" % timeout) from None
         raise BackendError(client_module._describe_failure(e, timeout)) from None
     finally:
         if timer.active():
             timer.cancel()
+    logger.debug("POST %s -> HTTP %d, %d bytes in %.0f ms", url, status, len(data), (time.monotonic() - started) * 1000)
     return status, data
 
 
@@ -725,24 +760,24 @@ def describe_login(reply: AuthReply, config: ProviderConfig, report: Report) -> 
             ignored.append({"medium": pid.medium, "address": pid.address, "reason": "unusable address"})
         else:
             ignored.append({"medium": pid.medium, "address": pid.address, "reason": "only email and msisdn are kept"})
-    for pid in adds:
-        report.line("", "3pid", "adds %s %s (unless already there; never taken from another account)" % (
-            pid["medium"], pid["address"]))
+    for added in adds:
+        report.line(
+            "",
+            "3pid",
+            "adds %s %s (unless already there; never taken from another account)" % (added["medium"], added["address"]),
+        )
     for item in ignored:
         report.line("", "3pid", "ignores %s %s: %s" % (item["medium"], json.dumps(item["address"]), item["reason"]))
     if not adds and not ignored:
         report.line("", "3pid", "ma1sd lists no 3PIDs")
     if policy.threepid_replace:
         result["threepids_replace"] = True
-        report.line(
-            "", "3pid", "policy.all.threepid.replace: true: local 3PIDs not in this list would be removed"
-        )
+        removed = "local 3PIDs not in this list" if adds else "every local 3PID"
+        report.line("", "3pid", "policy.all.threepid.replace: true: %s would be removed" % removed)
     return result
 
 
-async def check_user(
-    client: Ma1sdClient, user_id: str, password: str, config: ProviderConfig, report: Report
-) -> int:
+async def check_user(client: Ma1sdClient, user_id: str, password: str, config: ProviderConfig, report: Report) -> int:
     """Asks ma1sd about the user's password; returns the exit code for the outcome."""
     started = time.monotonic()
     try:
@@ -781,20 +816,34 @@ async def run_async(
         await client.close()
 
 
-def run_in_reactor(
-    client: Ma1sdClient, config: ProviderConfig, user: Optional[Tuple[str, str]], report: Report
-) -> int:
-    """Returns run_async's exit code, run in a fresh Twisted reactor (possible once per process)."""
+def run_in_reactor(client: Ma1sdClient, config: ProviderConfig, user: Optional[Tuple[str, str]], report: Report) -> int:
+    """Returns run_async's exit code, run in a fresh Twisted reactor (possible once per process).
+
+    Raises what run_async raised, and KeyboardInterrupt when the reactor was stopped by a signal.
+    """
     codes: List[int] = []
+    errors: List[BaseException] = []
+    stopping: List[bool] = []
 
     async def body(reactor: Any) -> None:
-        codes.append(await run_async(reactor, client, config, user, report))
+        # Set when a signal stops the reactor: failures after that are not ma1sd's.
+        reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
+        try:
+            code = await run_async(reactor, client, config, user, report)
+        except Exception as e:  # raised again below, outside the reactor
+            errors.append(e)
+            return
+        if not stopping:
+            codes.append(code)
 
     try:
         task.react(lambda reactor: defer.ensureDeferred(body(reactor)))
-    except SystemExit as e:  # react() always exits; the code we want is in ``codes``
-        if not codes:
-            raise RuntimeError("the reactor stopped without a result (exit status %r)" % (e.code,)) from None
+    except SystemExit:  # react() always exits; the outcome is in ``codes`` or ``errors``
+        pass
+    if not codes and (stopping or not errors):  # a signal stopped the reactor before the checks ended
+        raise KeyboardInterrupt()
+    if errors:
+        raise errors[0]
     return codes[0]
 
 
@@ -873,6 +922,8 @@ def check(args: argparse.Namespace) -> int:
         probe_socket_level(config, report)
     except _ProbeFailed as e:
         report.line(FAIL, e.step, str(e))
+        for detail in e.details:
+            report.line("", e.step, detail)
         report.line("", "http", "not tried")
         if user is not None:
             report.line("", "login", "not checked: ma1sd is not reachable")
@@ -888,7 +939,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.verbose:
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         logging.getLogger("rest_auth_provider").setLevel(logging.DEBUG)
     try:
         if args.command == "check":

@@ -153,8 +153,9 @@ class _Section:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise config_error("expected a number, got %s" % _kind(value), self._path + (key,))
         if not minimum < value <= maximum:
+            shown = repr(value) if len(repr(value)) <= 20 else repr(value)[:17] + "..."
             raise config_error(
-                "expected a number greater than %g and at most %g, got %g" % (minimum, maximum, value),
+                "expected a number greater than %g and at most %g, got %s" % (minimum, maximum, shown),
                 self._path + (key,),
             )
         return float(value)
@@ -225,7 +226,14 @@ def _endpoint(value: Optional[str]) -> str:
     path = ("endpoint",)
     if value is None:
         raise config_error("required: the base URL of ma1sd, e.g. http://ma1sd:8090", path)
-    parts = urlsplit(value)
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise config_error("the URL contains white space or control characters: %r" % (value,), path)
+    if "?" in value or "#" in value:
+        raise config_error("the URL must not have a query or fragment: %r" % (value,), path)
+    try:
+        parts = urlsplit(value)
+    except ValueError as e:
+        raise config_error("not a valid URL (%s): %r" % (e, value), path) from None
     if parts.scheme not in ("http", "https"):
         raise config_error("expected an http:// or https:// URL, got %r" % (value,), path)
     if not parts.hostname:

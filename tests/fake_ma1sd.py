@@ -142,7 +142,9 @@ class FakeMa1sd:
         self._stopping.clear()
         self._server = Server(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ma1sd", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-ma1sd", daemon=True
+        )
         self._thread.start()
         return self
 

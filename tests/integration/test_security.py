@@ -17,9 +17,9 @@ from typing import Any, Dict, Iterator
 import pytest
 import requests
 
-from tests.fake_ma1sd import CHECK_PATH, FakeMa1sd
+from tests.fake_ma1sd import CHECK_PATH, FakeMa1sd, Fault
 from tests.integration.conftest import Homeserver, new_password
-from tests.integration.harness import SynapseServer, module_block, supports_modules_style
+from tests.integration.harness import SynapseServer, client_listener, free_port, module_block, supports_modules_style
 from tests.integration.matrix_client import MatrixClient
 
 SESSION_LIFETIME = 8.0
@@ -44,7 +44,15 @@ def secure(tmp_path_factory: Any) -> Iterator[Homeserver]:
     extra: Dict[str, Any] = module_block(style, config)
     extra["password_config"] = {"localdb_enabled": False}
     extra["session_lifetime"] = "%ds" % SESSION_LIFETIME
-    server = SynapseServer(folder, extra, name="secure", log_level="DEBUG")
+    # Synapse's metrics listener, where the module's metrics appear.
+    port, metrics_port = free_port(), free_port()
+    extra["enable_metrics"] = True
+    extra["listeners"] = [
+        client_listener(port),
+        {"type": "metrics", "port": metrics_port, "bind_addresses": ["127.0.0.1"]},
+    ]
+    server = SynapseServer(folder, extra, name="secure", log_level="DEBUG", port=port)
+    server.metrics_url = "http://127.0.0.1:%d/_synapse/metrics" % metrics_port  # type: ignore[attr-defined]
     server.start()
     try:
         yield Homeserver(server, MatrixClient(server.url), style, config, fake)
@@ -189,3 +197,39 @@ def test_proxy_credentials_are_sent_and_never_logged(secure: Homeserver) -> None
         assert any("HTTP 401" in w for w in hs.module_warnings(mark))
     finally:
         hs.ma1sd.required_headers["X-Api-Key"] = API_KEY
+
+
+def read_metrics(hs: Homeserver) -> Dict[str, float]:
+    """Returns the module's samples from Synapse's metrics listener."""
+    text = requests.get(hs.server.metrics_url, timeout=30).text  # type: ignore[attr-defined]
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("rest_auth_provider_"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_count_known_logins(secure: Homeserver) -> None:
+    hs = secure
+    before = read_metrics(hs)
+    good = hs.new_user("metric", display_name="Metric", emails=("metric.%s@example.org" % uuid.uuid4().hex[:6],))
+    hs.client.login_ok(good.user_id, good.password)  # success, registration, 3PID added
+    hs.client.login_ok(good.user_id, good.password)  # success
+    hs.client.login(good.user_id, "wrong")  # bad credentials
+    hs.client.login("@x:other.example", "pw")  # refused locally
+    hs.ma1sd.fault = Fault("status", status=500)
+    hs.client.login(good.user_id, good.password)  # backend error
+    hs.ma1sd.reset()
+    after = read_metrics(hs)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert delta('rest_auth_provider_logins_total{outcome="success"}') == 2
+    assert delta('rest_auth_provider_logins_total{outcome="bad_credentials"}') == 1
+    assert delta('rest_auth_provider_logins_total{outcome="refused_locally"}') == 1
+    assert delta('rest_auth_provider_logins_total{outcome="backend_error"}') == 1
+    assert delta("rest_auth_provider_registrations_total") == 1
+    assert delta('rest_auth_provider_profile_writes_total{kind="threepid_add"}') == 1
+    assert delta('rest_auth_provider_ma1sd_request_duration_seconds_count{endpoint="check_credentials"}') == 4
