@@ -54,3 +54,9 @@ def test_reliability_page_lists_every_case_of_the_hostile_suite() -> None:
         assert "| %s | 403 within timeout + 1 s; no account created; profile unchanged | `%s` |" % (name, cause) in page
     for name in BAD_INPUTS:
         assert "| %s | 4xx with an errcode | no |" % name in page
+
+
+def test_compatibility_page_matches_the_tox_matrix() -> None:
+    from tests.unit.tox_matrix import compatibility_table
+
+    assert compatibility_table() in (ROOT / "docs" / "compatibility.md").read_text()
