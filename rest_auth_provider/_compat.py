@@ -196,4 +196,3 @@ class SynapseCompat:
             if self._delete_handler_usable()
             else "store.user_delete_threepid",
         }
-

@@ -516,18 +516,18 @@ def _tls_context(config: ProviderConfig) -> ssl.SSLContext:
     else:
         context = ssl.create_default_context()
     if config.tls.client_certificate:
-        context.load_cert_chain(config.tls.client_certificate, config.tls.client_key)
+        # A callback, so that an encrypted key fails instead of prompting (the module cannot use one either).
+        context.load_cert_chain(config.tls.client_certificate, config.tls.client_key, password=lambda: b"")
     return context
 
 
-def _presented_certificate(infos: List[Any], host: str, timeout: float) -> Dict[str, Any]:
+def _presented_certificate(family: int, address: Any, host: str, timeout: float) -> Dict[str, Any]:
     """Returns the facts of the certificate the server presents, without verifying it (for diagnosis only)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    family, kind, proto, _, address = infos[0]
     try:
-        with socket.socket(family, kind, proto) as raw:
+        with socket.socket(family, socket.SOCK_STREAM) as raw:
             raw.settimeout(timeout)
             raw.connect(address)
             with context.wrap_socket(raw, server_hostname=host) as tls:
@@ -536,10 +536,17 @@ def _presented_certificate(infos: List[Any], host: str, timeout: float) -> Dict[
         return {}
 
 
-def probe_tls(sock: socket.socket, infos: List[Any], host: str, config: ProviderConfig, report: Report) -> None:
+def probe_tls(sock: socket.socket, host: str, config: ProviderConfig, report: Report) -> None:
     """Verifies the server's certificate as the module would; raises _ProbeFailed when it is not trusted."""
     trust = "tls.ca_file %s" % config.tls.ca_file if config.tls.ca_file else "the system's CAs"
-    context = _tls_context(config)
+    family, peer = sock.family, sock.getpeername()
+    try:
+        context = _tls_context(config)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        sock.close()
+        reason = "cannot load the TLS files: %s" % _exception_text(e)
+        report.data["probe"]["tls"] = {"ok": False, "error": reason}
+        raise _ProbeFailed("tls", reason) from None
     started = time.monotonic()
     try:
         with context.wrap_socket(sock, server_hostname=host) as tls:
@@ -547,7 +554,7 @@ def probe_tls(sock: socket.socket, infos: List[Any], host: str, config: Provider
             facts = _certificate_facts(tls.getpeercert(binary_form=True))
             version = tls.version()
     except ssl.SSLCertVerificationError as e:
-        facts = _presented_certificate(infos, host, config.timeout)
+        facts = _presented_certificate(family, peer, host, config.timeout)
         reason = "certificate not trusted by %s: %s" % (trust, e.verify_message or e.reason)
         report.data["probe"]["tls"] = {"ok": False, "error": reason, "certificate": facts or None}
         details = _describe_certificate(facts)
@@ -604,7 +611,7 @@ def probe_socket_level(config: ProviderConfig, report: Report) -> None:
         report.data["probe"]["tls"] = None
         report.line("", "tls", "not used (http:// endpoint)")
         return
-    probe_tls(sock, infos, host, config, report)
+    probe_tls(sock, host, config, report)
 
 
 # -- HTTP probe and user check (Twisted, through the module's own client) -----------
@@ -648,35 +655,13 @@ def classify_probe_reply(status: int, body: bytes) -> Tuple[bool, str, Optional[
     return False, "HTTP %d%s, not a check_credentials answer%s" % (status, shown, hint), errcode
 
 
-async def _post(client: Ma1sdClient, reactor: Any, url: str, body: bytes, timeout: float) -> Tuple[int, bytes]:
-    """Returns (status, body) of a POST through the client (its headers, TLS policy, size cap), within ``timeout``.
+async def _post(client: Ma1sdClient, url: str, body: bytes) -> Tuple[int, bytes]:
+    """Returns (status, body) of a POST through the client (its headers, TLS
+    policy, size cap and timeout), whatever the status.
 
     Raises BackendError when there is no complete reply.
     """
-    from rest_auth_provider import client as client_module
-
-    # The client's public methods turn every non-2xx reply into an error and
-    # drop the body; the probe needs both, so it uses the exchange underneath.
-    deadline = client_module._Deadline()
-    d = defer.ensureDeferred(client._exchange(b"POST", url, body, deadline))
-
-    def expire() -> None:
-        deadline.expired = True
-        d.cancel()
-
-    started = time.monotonic()
-    timer = reactor.callLater(timeout, expire)
-    try:
-        status, _, data = await d
-    except Exception as e:
-        logger.debug("POST %s failed after %.0f ms: %r", url, (time.monotonic() - started) * 1000, e)
-        if deadline.expired:
-            raise BackendError("no complete answer within %g s" % timeout) from None
-        raise BackendError(client_module._describe_failure(e, timeout)) from None
-    finally:
-        if timer.active():
-            timer.cancel()
-    logger.debug("POST %s -> HTTP %d, %d bytes in %.0f ms", url, status, len(data), (time.monotonic() - started) * 1000)
+    status, _, data = await client.request_raw("check_credentials", b"POST", url, body)
     return status, data
 
 
@@ -686,7 +671,7 @@ async def probe_http(client: Ma1sdClient, reactor: Any, config: ProviderConfig, 
     body = json.dumps({"user": {"id": PROBE_USER_ID, "password": PROBE_PASSWORD}}).encode("utf-8")
     started = time.monotonic()
     try:
-        status, data = await _post(client, reactor, url, body, config.timeout)
+        status, data = await _post(client, url, body)
     except BackendError as e:
         report.data["probe"]["http"] = {"ok": False, "url": url, "status": None, "error": str(e)}
         report.line(FAIL, "http", "POST %s: %s" % (url, e))

@@ -8,7 +8,7 @@ TLS always verified. Request bodies are never logged: they hold passwords.
 
 import json
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 from urllib.parse import urlencode
 
 from twisted.internet import defer, error, ssl
@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
 from rest_auth_provider import __version__, metrics
@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 # Idle connections are dropped well before common server-side keep-alive
 # limits (nginx: 75 s), so a reused connection is rarely stale.
 _IDLE_CONNECTION_SECONDS = 30
+
+
+_RESPONSE_DONE = Failure(ResponseDone())
 
 
 class BackendError(Exception):
@@ -60,7 +63,7 @@ class _BodyCollector(Protocol):
         self._limit = limit
         self._parts: List[bytes] = []
         self._size = 0
-        self.finished: "defer.Deferred[bytes]" = defer.Deferred(canceller=self._cancel)
+        self.finished: defer.Deferred[bytes] = defer.Deferred(canceller=self._cancel)
 
     def _cancel(self, _: "defer.Deferred[bytes]") -> None:
         if self.transport is not None:
@@ -76,7 +79,7 @@ class _BodyCollector(Protocol):
             return
         self._parts.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+    def connectionLost(self, reason: Failure = _RESPONSE_DONE) -> None:
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -255,8 +258,14 @@ class Ma1sdClient:
         except MalformedReply as e:
             raise BackendError(str(e)) from None
 
-    async def _call(self, label: str, method: bytes, url: str, body: Optional[bytes]) -> Any:
-        """Returns the decoded JSON of a 2xx reply; raises BackendError otherwise."""
+    async def request_raw(
+        self, label: str, method: bytes, url: str, body: Optional[bytes]
+    ) -> Tuple[int, Headers, bytes]:
+        """Returns (status, headers, body) of any complete reply, whatever its status.
+
+        Raises BackendError when there is no complete reply within the timeout.
+        ``label`` names the call in the duration metric.
+        """
         started = self._reactor.seconds()
         deadline = _Deadline()
         d = defer.ensureDeferred(self._exchange(method, url, body, deadline))
@@ -269,7 +278,6 @@ class Ma1sdClient:
         try:
             status, headers, data = await make_deferred_yieldable(d)
         except Exception as e:
-            metrics.backend_request_duration.labels(endpoint=label).observe(self._elapsed_ms(started) / 1000)
             logger.debug("%s %s failed after %.0f ms: %r", method.decode(), url, self._elapsed_ms(started), e)
             if deadline.expired:
                 raise BackendError("no complete answer within %g s" % self._timeout) from None
@@ -277,7 +285,7 @@ class Ma1sdClient:
         finally:
             if timer.active():
                 timer.cancel()
-        metrics.backend_request_duration.labels(endpoint=label).observe(self._elapsed_ms(started) / 1000)
+            metrics.backend_request_duration.labels(endpoint=label).observe(self._elapsed_ms(started) / 1000)
         logger.debug(
             "%s %s -> HTTP %d, %d bytes in %.0f ms",
             method.decode(),
@@ -286,6 +294,11 @@ class Ma1sdClient:
             len(data),
             self._elapsed_ms(started),
         )
+        return status, headers, data
+
+    async def _call(self, label: str, method: bytes, url: str, body: Optional[bytes]) -> Any:
+        """Returns the decoded JSON of a 2xx reply; raises BackendError otherwise."""
+        status, headers, data = await self.request_raw(label, method, url, body)
         if 300 <= status < 400:
             location = headers.getRawHeaders(b"location", [b"?"])[0].decode("latin-1")
             raise BackendError("HTTP %d redirect to %s not followed (check 'endpoint')" % (status, location[:200]))
@@ -319,12 +332,12 @@ class Ma1sdClient:
         producer = None
         if body is not None:
             headers.setRawHeaders(b"Content-Type", [b"application/json"])
-            producer = _BytesProducer(body)
+            producer = cast(IBodyProducer, _BytesProducer(body))
         # The Agent picks the connection synchronously, so the pool knows now.
         requested = self._agent.request(method, url.encode("ascii"), headers, producer)
         reused = not self._pool.last_was_new
         try:
-            response: IResponse = await requested
+            response: Any = await requested
         except Exception as e:
             raise _RequestFailed(e, reused) from None
         if isinstance(response.length, int) and response.length > self._config.max_response_size:
@@ -344,7 +357,7 @@ class _Discard(Protocol):
     def connectionMade(self) -> None:
         self.transport.stopProducing()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+    def connectionLost(self, reason: Failure = _RESPONSE_DONE) -> None:
         pass
 
 

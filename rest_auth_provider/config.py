@@ -5,6 +5,7 @@ default. Unknown keys and wrong types are errors that name the key's path, so
 a typo stops Synapse at start instead of being silently ignored.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
@@ -167,11 +168,12 @@ class _Section:
         if isinstance(value, bool) or not isinstance(value, int):
             raise config_error("expected a whole number, got %s" % _kind(value), self._path + (key,))
         if not minimum <= value <= maximum:
+            shown = str(value) if len(str(value)) <= 20 else str(value)[:17] + "..."
             raise config_error(
-                "expected a whole number from %d to %d, got %d" % (minimum, maximum, value),
+                "expected a whole number from %d to %d, got %s" % (minimum, maximum, shown),
                 self._path + (key,),
             )
-        return value
+        return int(value)
 
     def string(self, key: str, default: Optional[str]) -> Optional[str]:
         value = self._get(key)
@@ -183,7 +185,7 @@ class _Section:
 
     def string_map(self, key: str) -> Tuple[Tuple[str, str], ...]:
         section = self.section(key)
-        pairs = []
+        pairs: List[Tuple[str, str]] = []
         for name, value in section._raw.items():
             path = section._path + (str(name),)
             section._seen.append(name)
@@ -191,8 +193,10 @@ class _Section:
                 raise config_error("not a valid HTTP header name", path)
             if name.lower() in _RESERVED_HEADERS:
                 raise config_error("this header is set by the module and cannot be configured", path)
-            if not isinstance(value, str) or "\n" in value or "\r" in value:
-                raise config_error("expected a single-line string", path)
+            if not isinstance(value, str) or any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):
+                raise config_error("expected a single-line string without control characters", path)
+            if name.lower() in {n.lower() for n, _ in pairs}:
+                raise config_error("header given twice (header names are case-insensitive)", path)
             pairs.append((name, value))
         return tuple(pairs)
 
@@ -222,30 +226,38 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+_USERINFO = re.compile(r"^([^:/?#]*://)[^/?#]*@")
+
+
+def _shown(url: str) -> str:
+    """Returns ``url`` fit for an error message: credentials in it replaced by ``***``."""
+    return repr(_USERINFO.sub(r"\1***@", url))
+
+
 def _endpoint(value: Optional[str]) -> str:
     path = ("endpoint",)
     if value is None:
         raise config_error("required: the base URL of ma1sd, e.g. http://ma1sd:8090", path)
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise config_error("the URL contains white space or control characters: %r" % (value,), path)
+        raise config_error("the URL contains white space or control characters: %s" % (_shown(value),), path)
     if "?" in value or "#" in value:
-        raise config_error("the URL must not have a query or fragment: %r" % (value,), path)
+        raise config_error("the URL must not have a query or fragment: %s" % (_shown(value),), path)
     try:
         parts = urlsplit(value)
     except ValueError as e:
-        raise config_error("not a valid URL (%s): %r" % (e, value), path) from None
+        raise config_error("not a valid URL (%s): %s" % (e, _shown(value)), path) from None
     if parts.scheme not in ("http", "https"):
-        raise config_error("expected an http:// or https:// URL, got %r" % (value,), path)
+        raise config_error("expected an http:// or https:// URL, got %s" % (_shown(value),), path)
     if not parts.hostname:
-        raise config_error("the URL has no host name: %r" % (value,), path)
+        raise config_error("the URL has no host name: %s" % (_shown(value),), path)
     if parts.query or parts.fragment:
-        raise config_error("the URL must not have a query or fragment: %r" % (value,), path)
+        raise config_error("the URL must not have a query or fragment: %s" % (_shown(value),), path)
     if parts.username or parts.password:
         raise config_error("credentials in the URL are not supported; use 'headers' or 'header_files'", path)
     try:
-        parts.port
+        _ = parts.port
     except ValueError:
-        raise config_error("the URL has an invalid port: %r" % (value,), path) from None
+        raise config_error("the URL has an invalid port: %s" % (_shown(value),), path) from None
     return value
 
 

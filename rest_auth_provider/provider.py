@@ -132,7 +132,7 @@ class RestAuthProvider:
             return await self._authenticate(username, password)
         except Exception:
             metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
-            logger.error("Login refused: unexpected error in rest_auth_provider", exc_info=True)
+            logger.exception("Login refused: unexpected error in rest_auth_provider")
             return None
 
     async def _authenticate(self, username: Any, password: Any) -> Optional[str]:
@@ -176,7 +176,8 @@ class RestAuthProvider:
         logger.info("Login accepted for %s%s", user_id, " (new account)" if new_account else "")
         return user_id
 
-    def _refuse_locally(self, who: Any, reason: str) -> None:
+    def _refuse_locally(self, who: Any, reason: str) -> Optional[str]:
+        """Logs and counts a login refused without asking ma1sd; returns None."""
         metrics.logins.labels(outcome=metrics.REFUSED_LOCALLY).inc()
         shown = who if isinstance(who, str) else type(who).__name__
         logger.info("Login refused for %r without asking ma1sd: %s", shown[:100], reason)
@@ -190,7 +191,7 @@ class RestAuthProvider:
             return await self._authenticate_threepid(medium, address, password)
         except Exception:
             metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
-            logger.error("3PID login refused: unexpected error in rest_auth_provider", exc_info=True)
+            logger.exception("3PID login refused: unexpected error in rest_auth_provider")
             return None
 
     async def _authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Optional[str]:

@@ -83,7 +83,11 @@ class Provisioner:
         for pid in reply.three_pids:
             canonical = canonical_threepid(pid.medium, pid.address)
             if canonical is None:
-                logger.info("Ignoring a 3PID of medium %r from ma1sd for %s: only email and msisdn are kept", pid.medium, user_id)
+                logger.info(
+                    "Ignoring a 3PID of medium %r from ma1sd for %s: only email and msisdn are kept",
+                    pid.medium,
+                    user_id,
+                )
                 continue
             wanted.add(canonical)
 

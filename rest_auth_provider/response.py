@@ -10,6 +10,7 @@ A ``check_credentials`` reply looks like::
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
@@ -50,13 +51,20 @@ def decode_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise MalformedReply("reply is not UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         raise MalformedReply("reply is not JSON") from None
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError("%s is not JSON" % name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # e.g. 1e400: valid JSON syntax, no JSON number
+        raise ValueError("number out of range")
+    return value
 
 
 def _describe(value: Any) -> str:

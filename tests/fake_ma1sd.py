@@ -99,7 +99,9 @@ class FakeMa1sd:
         wanted = address.lower() if medium == "email" else "".join(c for c in address if c.isdigit())
         for user in self.users.values():
             for pid in user.three_pids:
-                have = pid["address"].lower() if medium == "email" else "".join(c for c in pid["address"] if c.isdigit())
+                have = (
+                    pid["address"].lower() if medium == "email" else "".join(c for c in pid["address"] if c.isdigit())
+                )
                 if pid["medium"] == medium and have == wanted:
                     return user.user_id
         return None

@@ -78,7 +78,9 @@ class Homeserver:
         return self.server.log_lines(mark)
 
     def module_warnings(self, mark: int) -> List[str]:
-        return [line for line in self.new_log_lines(mark) if " - rest_auth_provider" in line and " - WARNING - " in line]
+        return [
+            line for line in self.new_log_lines(mark) if " - rest_auth_provider" in line and " - WARNING - " in line
+        ]
 
     def shared_secret(self) -> str:
         template = _template(self.server_name)

@@ -58,19 +58,32 @@ def main(argv: Any = None) -> int:
             "\nDemo homeserver: %s  (server name %s, module loaded from '%s:')\n"
             "Stand-in ma1sd:  %s  serving %d users from %s\n\n"
             "Log in by user name:\n"
-            "  curl -s -XPOST %s/_matrix/client/v3/login -d '{\"type\":\"m.login.password\","
-            "\"identifier\":{\"type\":\"m.id.user\",\"user\":\"%s\"},\"password\":\"%s\"}'\n\n"
+            '  curl -s -XPOST %s/_matrix/client/v3/login -d \'{"type":"m.login.password",'
+            '"identifier":{"type":"m.id.user","user":"%s"},"password":"%s"}\'\n\n'
             "Log in by email (first login included):\n"
-            "  curl -s -XPOST %s/_matrix/client/v3/login -d '{\"type\":\"m.login.password\","
-            "\"identifier\":{\"type\":\"m.id.thirdparty\",\"medium\":\"email\",\"address\":\"%s\"},\"password\":\"%s\"}'\n\n"
+            '  curl -s -XPOST %s/_matrix/client/v3/login -d \'{"type":"m.login.password",'
+            '"identifier":{"type":"m.id.thirdparty","medium":"email","address":"%s"},"password":"%s"}\'\n\n'
             "Then look at what the module provisioned:\n"
             "  curl -s %s/_matrix/client/v3/profile/%s\n"
-            "  curl -s -H \"Authorization: Bearer <access_token>\" %s/_matrix/client/v3/account/3pid\n\n"
+            '  curl -s -H "Authorization: Bearer <access_token>" %s/_matrix/client/v3/account/3pid\n\n'
             "Synapse's log: %s\nPress Ctrl-C to stop."
             % (
-                url, server.server_name, style, fake.url, len(users), args.users,
-                url, localpart, first["password"], url, email, first["password"],
-                url, first["id"], url, server.log_path,
+                url,
+                server.server_name,
+                style,
+                fake.url,
+                len(users),
+                args.users,
+                url,
+                localpart,
+                first["password"],
+                url,
+                email,
+                first["password"],
+                url,
+                first["id"],
+                url,
+                server.log_path,
             ),
             flush=True,
         )

@@ -22,7 +22,7 @@ import yaml
 SERVER_NAME = "example.org"
 MODULE = "rest_auth_provider.RestAuthProvider"
 
-_template_dirs: Dict[str, Path] = {}
+_template_dirs: Dict[Any, Path] = {}
 
 
 def synapse_version() -> tuple:
@@ -48,14 +48,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _template(server_name: str) -> Path:
+def _template(server_name: str, python: str = sys.executable) -> Path:
     """Returns a folder with a generated homeserver.yaml and signing key,
     made once per process and server name (``--generate-config`` is slow)."""
-    if server_name in _template_dirs:
-        return _template_dirs[server_name]
+    if (server_name, python) in _template_dirs:
+        return _template_dirs[(server_name, python)]
     folder = Path(tempfile.mkdtemp(prefix="synapse-template-"))
     cmd = [
-        sys.executable,
+        python,
         "-m",
         "synapse.app.homeserver",
         "--server-name",
@@ -68,7 +68,7 @@ def _template(server_name: str) -> Path:
     result = subprocess.run(cmd, cwd=str(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180)
     if result.returncode != 0:
         raise RuntimeError("synapse --generate-config failed:\n%s" % result.stdout.decode(errors="replace"))
-    _template_dirs[server_name] = folder
+    _template_dirs[(server_name, python)] = folder
     return folder
 
 
@@ -125,12 +125,14 @@ class SynapseServer:
         worker: Optional[Dict[str, Any]] = None,
         name: str = "main",
         port: Optional[int] = None,
+        python: str = sys.executable,
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.server_name = server_name
         self.name = name
         self.port = port or free_port()
+        self.python = python
         self.log_path = self.workdir / ("%s.log" % name)
         self.output_path = self.workdir / ("%s.out" % name)
         self._extra = config
@@ -149,7 +151,7 @@ class SynapseServer:
 
     def config_files(self) -> List[Path]:
         """Writes and returns the config files, in the order Synapse reads them."""
-        template = _template(self.server_name)
+        template = _template(self.server_name, self.python)
         log_file = self.workdir / ("%s.log.yaml" % self.name)
         log_file.write_text(yaml.safe_dump(log_config(self.log_path, self._log_level)))
         base: Dict[str, Any] = {
@@ -193,7 +195,7 @@ class SynapseServer:
 
     def command(self) -> List[str]:
         app = "synapse.app.generic_worker" if self._worker is not None else "synapse.app.homeserver"
-        cmd = [sys.executable, "-m", app]
+        cmd = [self.python, "-m", app]
         for path in self.config_files():
             cmd += ["--config-path", str(path)]
         return cmd

@@ -49,7 +49,9 @@ class MatrixClient:
         return {"Authorization": "Bearer %s" % token}
 
     def whoami(self, token: str) -> str:
-        r = self.session.get(self._url("/_matrix/client/r0/account/whoami"), headers=self._auth(token), timeout=self.timeout)
+        r = self.session.get(
+            self._url("/_matrix/client/r0/account/whoami"), headers=self._auth(token), timeout=self.timeout
+        )
         r.raise_for_status()
         return str(r.json()["user_id"])
 
@@ -64,7 +66,9 @@ class MatrixClient:
         return r.json().get("displayname")
 
     def threepids(self, token: str) -> List[Dict[str, Any]]:
-        r = self.session.get(self._url("/_matrix/client/r0/account/3pid"), headers=self._auth(token), timeout=self.timeout)
+        r = self.session.get(
+            self._url("/_matrix/client/r0/account/3pid"), headers=self._auth(token), timeout=self.timeout
+        )
         r.raise_for_status()
         return list(r.json()["threepids"])
 
@@ -72,7 +76,9 @@ class MatrixClient:
         return {(t["medium"], t["address"]) for t in self.threepids(token)}
 
     def create_room(self, token: str) -> str:
-        r = self.session.post(self._url("/_matrix/client/r0/createRoom"), json={}, headers=self._auth(token), timeout=self.timeout)
+        r = self.session.post(
+            self._url("/_matrix/client/r0/createRoom"), json={}, headers=self._auth(token), timeout=self.timeout
+        )
         r.raise_for_status()
         return str(r.json()["room_id"])
 

@@ -146,15 +146,14 @@ class PostgresCluster:
                 sql,
             ],
             check=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
         )
         text = out.stdout.decode()
         return [line.split("\t") for line in text.splitlines() if line]
 
     def create_database(self, name: str) -> Dict[str, Any]:
         """Creates a database; returns Synapse's ``database:`` config for it."""
-        self.query('CREATE DATABASE "%s" TEMPLATE template0 LC_COLLATE \'C\' LC_CTYPE \'C\'' % name)
+        self.query("CREATE DATABASE \"%s\" TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'" % name)
         return {
             "name": "psycopg2",
             "args": {
@@ -183,7 +182,9 @@ class RedisServer:
     """A throwaway redis-server on a free loopback port, without persistence."""
 
     def __init__(self) -> None:
-        binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+        binary = shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+        )
         if binary is None:
             raise ServiceMissing("redis-server (Debian: apt-get install redis-server)")
         self.binary = binary

@@ -32,7 +32,10 @@ FAULTS: Dict[str, Tuple[Fault, str]] = {
     "body cut off mid-way": (Fault("cutoff"), "connection closed before the reply was complete"),
     "redirect 302 elsewhere": (Fault("redirect", status=302), "HTTP 302 redirect"),
     "redirect 307 elsewhere": (Fault("redirect", status=307), "HTTP 307 redirect"),
-    "HTTP 400 M_JSON_MISSING_KEYS": (Fault("status", status=400, body=b'{"errcode":"M_JSON_MISSING_KEYS"}'), "HTTP 400"),
+    "HTTP 400 M_JSON_MISSING_KEYS": (
+        Fault("status", status=400, body=b'{"errcode":"M_JSON_MISSING_KEYS"}'),
+        "HTTP 400",
+    ),
     "HTTP 401": (Fault("status", status=401, body=b"{}"), "HTTP 401"),
     "HTTP 404": (Fault("status", status=404, body=b"Not Found"), "HTTP 404"),
     "HTTP 500 M_UNKNOWN": (Fault("status", status=500, body=b'{"errcode":"M_UNKNOWN"}'), "HTTP 500"),
@@ -191,12 +194,18 @@ def test_racing_3pid_syncs_lose_and_duplicate_nothing(sync_hs: Homeserver) -> No
     hs = sync_hs
     user = hs.new_user("pidrace", emails=("one.race@example.org",))
     token = hs.client.login_ok(user.user_id, user.password)["access_token"]
-    user.three_pids = [{"medium": "email", "address": "two.race@example.org"}, {"medium": "msisdn", "address": "+1 555 0199"}]
+    user.three_pids = [
+        {"medium": "email", "address": "two.race@example.org"},
+        {"medium": "msisdn", "address": "+1 555 0199"},
+    ]
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(lambda _: hs.client.login(user.user_id, user.password).status_code, range(8)))
     assert statuses == [200] * 8
     pids = hs.client.threepids(token)
-    assert sorted((p["medium"], p["address"]) for p in pids) == [("email", "two.race@example.org"), ("msisdn", "15550199")]
+    assert sorted((p["medium"], p["address"]) for p in pids) == [
+        ("email", "two.race@example.org"),
+        ("msisdn", "15550199"),
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,12 @@ def test_recommended_settings_close_the_back_door(secure: Homeserver) -> None:
     headers = {"Authorization": "Bearer %s" % token}
     first = requests.delete(url, json={}, headers=headers, timeout=30)
     assert first.status_code == 401
-    auth = {"type": "m.login.password", "user": user.user_id, "password": user.password, "session": first.json()["session"]}
+    auth = {
+        "type": "m.login.password",
+        "user": user.user_id,
+        "password": user.password,
+        "session": first.json()["session"],
+    }
     assert requests.delete(url, json={"auth": auth}, headers=headers, timeout=30).status_code == 401
 
 
@@ -118,7 +123,9 @@ def test_existing_sessions_end_with_the_session_lifetime(secure: Homeserver) -> 
     user.enabled = False
     time.sleep(SESSION_LIFETIME + 1)
     r = requests.get(
-        hs.client.base_url + "/_matrix/client/r0/account/whoami", headers={"Authorization": "Bearer %s" % token}, timeout=30
+        hs.client.base_url + "/_matrix/client/r0/account/whoami",
+        headers={"Authorization": "Bearer %s" % token},
+        timeout=30,
     )
     assert r.status_code == 401
     assert hs.client.login(user.user_id, user.password).status_code == 403
@@ -131,7 +138,9 @@ def test_admin_deactivation_ends_sessions_at_once(defaults_hs: Homeserver) -> No
     admin = hs.client.register_admin(hs.shared_secret(), "admin%s" % uuid.uuid4().hex[:8], new_password())
     hs.client.deactivate(admin["access_token"], user.user_id)
     r = requests.get(
-        hs.client.base_url + "/_matrix/client/r0/account/whoami", headers={"Authorization": "Bearer %s" % token}, timeout=30
+        hs.client.base_url + "/_matrix/client/r0/account/whoami",
+        headers={"Authorization": "Bearer %s" % token},
+        timeout=30,
     )
     assert r.status_code == 401
     assert hs.client.login(user.user_id, user.password).status_code == 403
@@ -171,8 +180,10 @@ def test_a_login_storm_reaches_ma1sd_at_most_10_at_a_time(secure: Homeserver) ->
     statuses = {status for status, _ in results}
     assert statuses <= {200, 403}, statuses
     slowest = max(seconds for _, seconds in results)
-    print("\n200 logins, cap 10: statuses %s, slowest %.2f s, ma1sd max in flight %d, probe max %.3f s"
-          % (sorted(statuses), slowest, hs.ma1sd.max_in_flight, max(probes)))
+    print(
+        "\n200 logins, cap 10: statuses %s, slowest %.2f s, ma1sd max in flight %d, probe max %.3f s"
+        % (sorted(statuses), slowest, hs.ma1sd.max_in_flight, max(probes))
+    )
     assert slowest <= STORM_TIMEOUT + 1.0
     assert hs.ma1sd.max_in_flight == 10
     assert len(hs.ma1sd.requests_for(CHECK_PATH)) == 200

@@ -50,7 +50,12 @@ def test_first_login_by_phone_creates_the_account(hs: Homeserver) -> None:
     user = hs.new_user("phone", msisdns=("+353 85 765 4%s" % digits,))
     r = hs.client.login(
         # Synapse reads "number" even when "phone" (the spec's name) is there.
-        identifier={"type": "m.id.phone", "country": "IE", "phone": "085 765 4%s" % digits, "number": "085 765 4%s" % digits},
+        identifier={
+            "type": "m.id.phone",
+            "country": "IE",
+            "phone": "085 765 4%s" % digits,
+            "number": "085 765 4%s" % digits,
+        },
         password=user.password,
     )
     if shim_drops_3pid_auth(hs):

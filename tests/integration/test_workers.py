@@ -22,7 +22,9 @@ SERVER = "example.org"
 
 
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory: Any, ma1sd: FakeMa1sd, postgres: PostgresCluster, redis: RedisServer) -> Iterator[WorkerTopology]:
+def topology(
+    tmp_path_factory: Any, ma1sd: FakeMa1sd, postgres: PostgresCluster, redis: RedisServer
+) -> Iterator[WorkerTopology]:
     style = "modules" if supports_modules_style() else "password_providers"
     config = {
         "endpoint": ma1sd.url,
@@ -49,7 +51,9 @@ def test_first_login_through_a_worker_registers_and_provisions(topology: WorkerT
     user = new_user(ma1sd, "wfirst", display_name="Worker First", emails=("WFirst@Example.org",))
     worker_a, worker_b = topology.worker_clients
 
-    body = worker_a.login_ok(user.user_id.upper().replace("@WFIRST", "@WFirst").replace(":EXAMPLE.ORG", ":example.org"), user.password)
+    body = worker_a.login_ok(
+        user.user_id.upper().replace("@WFIRST", "@WFirst").replace(":EXAMPLE.ORG", ":example.org"), user.password
+    )
 
     assert body["user_id"] == user.user_id
     assert "Created the account %s" % user.user_id in topology.workers[0].log_text()
@@ -58,7 +62,9 @@ def test_first_login_through_a_worker_registers_and_provisions(topology: WorkerT
     assert topology.count_users(user.user_id[1:].split(":")[0]) == 1
 
 
-def test_other_worker_finds_the_account_and_name_changes_reach_rooms(topology: WorkerTopology, ma1sd: FakeMa1sd) -> None:
+def test_other_worker_finds_the_account_and_name_changes_reach_rooms(
+    topology: WorkerTopology, ma1sd: FakeMa1sd
+) -> None:
     user = new_user(ma1sd, "wname", display_name="Name Before")
     worker_a, worker_b = topology.worker_clients
     token = worker_a.login_ok(user.user_id, user.password)["access_token"]

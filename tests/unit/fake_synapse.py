@@ -75,9 +75,14 @@ class FakeSynapse:
 
         api.check_user_exists.side_effect = self._check_user_exists
         api.register_user.side_effect = self._register_user
-        api.get_qualified_user_id.side_effect = lambda name: name if name.startswith("@") else "@%s:%s" % (
-            name,
-            server_name,
+        api.get_qualified_user_id.side_effect = (
+            lambda name: name
+            if name.startswith("@")
+            else "@%s:%s"
+            % (
+                name,
+                server_name,
+            )
         )
         if hasattr(ModuleApi, "server_name"):
             api.server_name = server_name
@@ -143,5 +148,7 @@ class FakeSynapse:
     async def _api_set_displayname(self, user: Any, name: str) -> None:
         self.accounts[user.to_string()].displayname = name
 
-    async def _handler_set_displayname(self, target_user: Any, requester: Any, new_displayname: str, by_admin: bool) -> None:
+    async def _handler_set_displayname(
+        self, target_user: Any, requester: Any, new_displayname: str, by_admin: bool
+    ) -> None:
         self.accounts[target_user.to_string()].displayname = new_displayname

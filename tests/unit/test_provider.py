@@ -9,7 +9,7 @@ import pytest_twisted
 from synapse.module_api import ModuleApi
 
 from rest_auth_provider import RestAuthProvider
-from tests.fake_ma1sd import CHECK_PATH, LOOKUP_PATH, Fault, FakeMa1sd
+from tests.fake_ma1sd import CHECK_PATH, LOOKUP_PATH, FakeMa1sd, Fault
 from tests.unit.fake_synapse import FakeSynapse
 
 PW = "correct horse battery staple"

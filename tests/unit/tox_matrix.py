@@ -40,7 +40,9 @@ def matrix() -> List[Dict[str, str]]:
                 "synapse": pin.group(2) or "newest",
                 "python": pythons[env].strip().replace("python", ""),
                 "workers": "yes" if "RAP_WORKERS" in setenv.get(env, "") else "",
-                "postgres": "yes" if "RAP_DATABASE" in setenv.get(env, "") or "RAP_WORKERS" in setenv.get(env, "") else "",
+                "postgres": "yes"
+                if "RAP_DATABASE" in setenv.get(env, "") or "RAP_WORKERS" in setenv.get(env, "")
+                else "",
                 "hostile": "yes" if "RAP_HOSTILE" in setenv.get(env, "") else "",
             }
         )
