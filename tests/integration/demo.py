@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 from tests.fake_ma1sd import FakeMa1sd
@@ -54,18 +55,21 @@ def main(argv: Any = None) -> int:
         localpart = first["id"][1:].split(":")[0]
         email = (first.get("emails") or ["alice@example.org"])[0]
         url = server.url
+        # Synapse serves the v3 client API from 1.48; older releases only r0.
+        api = "v3" if requests.get(url + "/_matrix/client/v3/login", timeout=10).status_code == 200 else "r0"
+        client = "%s/_matrix/client/%s" % (url, api)
         print(
             "\nDemo homeserver: %s  (server name %s, module loaded from '%s:')\n"
             "Stand-in ma1sd:  %s  serving %d users from %s\n\n"
             "Log in by user name:\n"
-            '  curl -s -XPOST %s/_matrix/client/v3/login -d \'{"type":"m.login.password",'
+            '  curl -s -XPOST %s/login -d \'{"type":"m.login.password",'
             '"identifier":{"type":"m.id.user","user":"%s"},"password":"%s"}\'\n\n'
             "Log in by email (first login included):\n"
-            '  curl -s -XPOST %s/_matrix/client/v3/login -d \'{"type":"m.login.password",'
+            '  curl -s -XPOST %s/login -d \'{"type":"m.login.password",'
             '"identifier":{"type":"m.id.thirdparty","medium":"email","address":"%s"},"password":"%s"}\'\n\n'
             "Then look at what the module provisioned:\n"
-            "  curl -s %s/_matrix/client/v3/profile/%s\n"
-            '  curl -s -H "Authorization: Bearer <access_token>" %s/_matrix/client/v3/account/3pid\n\n'
+            "  curl -s %s/profile/%s\n"
+            '  curl -s -H "Authorization: Bearer <access_token>" %s/account/3pid\n\n'
             "Synapse's log: %s\nPress Ctrl-C to stop."
             % (
                 url,
@@ -74,15 +78,15 @@ def main(argv: Any = None) -> int:
                 fake.url,
                 len(users),
                 args.users,
-                url,
+                client,
                 localpart,
                 first["password"],
-                url,
+                client,
                 email,
                 first["password"],
-                url,
+                client,
                 first["id"],
-                url,
+                client,
                 server.log_path,
             ),
             flush=True,
