@@ -10,10 +10,12 @@ Both log at DEBUG for every logger, so the secrets check sees everything.
 
 import itertools
 import os
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import yaml
@@ -81,6 +83,29 @@ class Homeserver:
         return [
             line for line in self.new_log_lines(mark) if " - rest_auth_provider" in line and " - WARNING - " in line
         ]
+
+    def login_while_probing(
+        self, user_id: str, password: str, interval: float = 0.05
+    ) -> Tuple[int, float, List[float]]:
+        """Logs in from another thread while probing ``/versions``; returns
+        (login status, login seconds, probe latencies). Every probe must be 200."""
+        result: List[Tuple[int, float]] = []
+
+        def login() -> None:
+            started = time.monotonic()
+            r = MatrixClient(self.server.url).login(user_id, password)
+            result.append((r.status_code, time.monotonic() - started))
+
+        thread = threading.Thread(target=login)
+        thread.start()
+        probes = []
+        while thread.is_alive():
+            started = time.monotonic()
+            assert self.client.versions().status_code == 200
+            probes.append(time.monotonic() - started)
+            time.sleep(interval)
+        thread.join()
+        return result[0][0], result[0][1], probes
 
     def shared_secret(self) -> str:
         template = _template(self.server_name)

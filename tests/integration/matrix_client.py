@@ -48,6 +48,11 @@ class MatrixClient:
     def _auth(self, token: str) -> Dict[str, str]:
         return {"Authorization": "Bearer %s" % token}
 
+    def whoami_status(self, token: str) -> int:
+        """Returns the HTTP status of whoami with ``token`` (401 once it stopped working)."""
+        url = self._url("/_matrix/client/r0/account/whoami")
+        return self.session.get(url, headers=self._auth(token), timeout=self.timeout).status_code
+
     def whoami(self, token: str) -> str:
         r = self.session.get(
             self._url("/_matrix/client/r0/account/whoami"), headers=self._auth(token), timeout=self.timeout

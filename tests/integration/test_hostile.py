@@ -10,10 +10,8 @@ per case and tests/unit/test_docs.py checks that the two agree. Runs in the
 tox environments that set RAP_HOSTILE=1 (oldest, a middle and the newest release).
 """
 
-import threading
-import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import pytest
 
@@ -107,28 +105,6 @@ def apply_fault(ma1sd: FakeMa1sd, fault: Fault) -> None:
         ma1sd.fault = fault
 
 
-def login_while_probing(hs: Homeserver, user_id: str, password: str) -> Tuple[int, float, List[float]]:
-    """Logs in from a thread while probing /versions; returns (status, seconds, probe latencies)."""
-    result: List[Tuple[int, float]] = []
-
-    def login() -> None:
-        started = time.monotonic()
-        r = MatrixClient(hs.server.url).login(user_id, password)
-        result.append((r.status_code, time.monotonic() - started))
-
-    thread = threading.Thread(target=login)
-    thread.start()
-    probes = []
-    while thread.is_alive():
-        started = time.monotonic()
-        status = hs.client.versions().status_code
-        probes.append(time.monotonic() - started)
-        assert status == 200
-        time.sleep(0.05)
-    thread.join()
-    return result[0][0], result[0][1], probes
-
-
 @pytest.mark.parametrize("case", sorted(FAULTS))
 def test_backend_fault_fails_closed(case: str, sync_hs: Homeserver) -> None:
     hs = sync_hs
@@ -143,7 +119,7 @@ def test_backend_fault_fails_closed(case: str, sync_hs: Homeserver) -> None:
     apply_fault(hs.ma1sd, fault)
     mark = hs.mark()
     for user in (newcomer, existing):
-        status, seconds, probes = login_while_probing(hs, user.user_id, user.password)
+        status, seconds, probes = hs.login_while_probing(user.user_id, user.password)
         assert status == 403, (case, user.user_id)
         assert seconds <= TIMEOUT + 1.0, (case, seconds)
         assert max(probes) < 1.0, (case, probes)

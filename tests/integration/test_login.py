@@ -1,9 +1,7 @@
 """Password logins through a real Synapse, as a client sees them."""
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import List
 
 from tests.fake_ma1sd import CHECK_PATH, Fault
 from tests.integration.conftest import TIMEOUT, Homeserver, new_password
@@ -74,24 +72,9 @@ def test_backend_that_hangs_is_403_within_the_timeout_while_synapse_answers(hs: 
     user = hs.new_user("erin")
     hs.ma1sd.fault = Fault("hang")
     mark = hs.mark()
-    result: List[object] = []
 
-    def login() -> None:
-        started = time.monotonic()
-        r = hs.client.login(user.user_id, user.password)
-        result.append((r.status_code, time.monotonic() - started))
+    status, elapsed, probes = hs.login_while_probing(user.user_id, user.password, interval=0.1)
 
-    thread = threading.Thread(target=login)
-    thread.start()
-    probes = []
-    while thread.is_alive():
-        started = time.monotonic()
-        assert hs.client.versions().status_code == 200
-        probes.append(time.monotonic() - started)
-        time.sleep(0.1)
-    thread.join()
-
-    status, elapsed = result[0]  # type: ignore[misc]
     assert status == 403
     assert elapsed <= TIMEOUT + 1.0
     assert len(probes) >= 10 and max(probes) < 0.5, probes

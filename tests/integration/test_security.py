@@ -122,12 +122,7 @@ def test_existing_sessions_end_with_the_session_lifetime(secure: Homeserver) -> 
     assert hs.client.whoami(token) == user.user_id
     user.enabled = False
     time.sleep(SESSION_LIFETIME + 1)
-    r = requests.get(
-        hs.client.base_url + "/_matrix/client/r0/account/whoami",
-        headers={"Authorization": "Bearer %s" % token},
-        timeout=30,
-    )
-    assert r.status_code == 401
+    assert hs.client.whoami_status(token) == 401
     assert hs.client.login(user.user_id, user.password).status_code == 403
 
 
@@ -137,12 +132,7 @@ def test_admin_deactivation_ends_sessions_at_once(defaults_hs: Homeserver) -> No
     token = hs.client.login_ok(user.user_id, user.password)["access_token"]
     admin = hs.client.register_admin(hs.shared_secret(), "admin%s" % uuid.uuid4().hex[:8], new_password())
     hs.client.deactivate(admin["access_token"], user.user_id)
-    r = requests.get(
-        hs.client.base_url + "/_matrix/client/r0/account/whoami",
-        headers={"Authorization": "Bearer %s" % token},
-        timeout=30,
-    )
-    assert r.status_code == 401
+    assert hs.client.whoami_status(token) == 401
     assert hs.client.login(user.user_id, user.password).status_code == 403
 
 
