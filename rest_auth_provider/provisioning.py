@@ -91,6 +91,8 @@ class Provisioner:
                 continue
             wanted.add(canonical)
 
+        if not wanted and not self._policy.threepid_replace:
+            return  # nothing to add, nothing may be removed: no need to read
         stored = await self._compat.get_threepids(user_id)
         have = {canonical_threepid(m, a) or (m, a): (m, a) for m, a in stored}
 

@@ -117,6 +117,9 @@ class FakeMa1sd:
         fake = self
 
         class Server(ThreadingHTTPServer):
+            # ma1sd (Undertow) accepts a deep backlog; the stdlib default of 5
+            # would drop simultaneous first connections into SYN retries.
+            request_queue_size = 128
             daemon_threads = True
             block_on_close = False
             allow_reuse_address = True

@@ -1,0 +1,226 @@
+"""Figures, the terminal and Markdown tables, and the chart."""
+
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+PROVIDER_ORDER = ("ours", "floor", "blocking")
+PHASES = ("first", "repeat")
+METRICS = (
+    "wall_s",
+    "logins_per_s",
+    "p50_ms",
+    "p99_ms",
+    "probe_p99_ms",
+    "probe_max_ms",
+    "synapse_cpu_ms_per_login",
+    "client_cpu_pct",
+    "ma1sd_connections",
+    "ma1sd_max_in_flight",
+)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Returns the q-th percentile (0-100), linear between closest ranks; NaN if empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return float(ordered[0])
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (rank - low))
+
+
+def median(values: Sequence[float]) -> float:
+    clean = [v for v in values if v == v]
+    return float(statistics.median(clean)) if clean else float("nan")
+
+
+def cell_key(provider: str, phase: str, delay_ms: int, concurrency: int) -> str:
+    return "%s/%s/D%d/C%d" % (provider, phase, delay_ms, concurrency)
+
+
+def _fmt(value: Optional[float], digits: int = 1) -> str:
+    if value is None or value != value:
+        return "-"
+    return "%.*f" % (digits, value)
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None or b is None or a != a or b != b or b == 0:
+        return None
+    return a / b
+
+
+TABLE_HEADER = (
+    "provider",
+    "phase",
+    "D ms",
+    "C",
+    "logins",
+    "wall s",
+    "logins/s",
+    "p50 ms",
+    "p99 ms",
+    "probe p99",
+    "probe max",
+    "cpu ms/login",
+    "errors",
+)
+
+
+def table_rows(
+    cells: Dict[str, Dict[str, Any]], delays: Sequence[int], concurrencies: Sequence[int]
+) -> List[List[str]]:
+    rows = []
+    for phase in PHASES:
+        for delay in delays:
+            for conc in concurrencies:
+                for provider in PROVIDER_ORDER:
+                    cell = cells.get(cell_key(provider, phase, delay, conc))
+                    if cell is None:
+                        continue
+                    m = cell["median"]
+                    rows.append(
+                        [
+                            provider,
+                            phase,
+                            str(delay),
+                            str(conc),
+                            str(cell["logins"]),
+                            _fmt(m["wall_s"], 2),
+                            _fmt(m["logins_per_s"], 1),
+                            _fmt(m["p50_ms"], 1),
+                            _fmt(m["p99_ms"], 1),
+                            _fmt(m["probe_p99_ms"], 1),
+                            _fmt(m["probe_max_ms"], 1),
+                            _fmt(m["synapse_cpu_ms_per_login"], 1),
+                            str(cell["errors"]),
+                        ]
+                    )
+    return rows
+
+
+RATIO_HEADER = (
+    "phase",
+    "D ms",
+    "C",
+    "wall ours/floor",
+    "logins/s ours/floor",
+    "p99 ours/floor",
+    "wall blocking/ours",
+    "p99 blocking/ours",
+    "probe max blocking/ours",
+)
+
+
+def ratio_rows(
+    cells: Dict[str, Dict[str, Any]], delays: Sequence[int], concurrencies: Sequence[int]
+) -> List[List[str]]:
+    rows = []
+    for phase in PHASES:
+        for delay in delays:
+            for conc in concurrencies:
+                m = {
+                    p: cells[cell_key(p, phase, delay, conc)]["median"]
+                    for p in PROVIDER_ORDER
+                    if cell_key(p, phase, delay, conc) in cells
+                }
+                if "ours" not in m:
+                    continue
+                ours, floor, blocking = m["ours"], m.get("floor", {}), m.get("blocking", {})
+                rows.append(
+                    [
+                        phase,
+                        str(delay),
+                        str(conc),
+                        _fmt(_ratio(ours["wall_s"], floor.get("wall_s")), 2),
+                        _fmt(_ratio(ours["logins_per_s"], floor.get("logins_per_s")), 2),
+                        _fmt(_ratio(ours["p99_ms"], floor.get("p99_ms")), 2),
+                        _fmt(_ratio(blocking.get("wall_s"), ours["wall_s"]), 2),
+                        _fmt(_ratio(blocking.get("p99_ms"), ours["p99_ms"]), 2),
+                        _fmt(_ratio(blocking.get("probe_max_ms"), ours["probe_max_ms"]), 1),
+                    ]
+                )
+    return rows
+
+
+def text_table(header: Sequence[str], rows: List[List[str]], group: Optional[slice] = None) -> str:
+    """Returns an aligned table; a blank line separates rows whose ``group`` columns differ."""
+    group = group or slice(0, 0)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = "  ".join(h.rjust(w) for h, w in zip(header, widths))
+    out = [line, "-" * len(line)]
+    previous: Optional[List[str]] = None
+    for row in rows:
+        if previous is not None and row[group] != previous[group]:
+            out.append("")
+        out.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        previous = row
+    return "\n".join(out)
+
+
+def markdown_table(header: Sequence[str], rows: List[List[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def draw_chart(
+    path: Path,
+    cells: Dict[str, Dict[str, Any]],
+    delays: Sequence[int],
+    concurrencies: Sequence[int],
+    title: str,
+) -> Optional[str]:
+    """Writes the PNG; returns None, or why it could not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed"
+    colours = {"ours": "tab:blue", "floor": "tab:green", "blocking": "tab:red"}
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D"]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9), sharex=True)
+    for row, phase in enumerate(PHASES):
+        for col, (metric, label) in enumerate((("p99_ms", "login p99 (ms)"), ("probe_p99_ms", "probe p99 (ms)"))):
+            ax = axes[row][col]
+            for provider in PROVIDER_ORDER:
+                for i, delay in enumerate(delays):
+                    xs, ys = [], []
+                    for conc in concurrencies:
+                        cell = cells.get(cell_key(provider, phase, delay, conc))
+                        if cell is None:
+                            continue
+                        xs.append(conc)
+                        ys.append(cell["median"][metric])
+                    if not xs:
+                        continue
+                    ax.plot(
+                        xs,
+                        ys,
+                        color=colours[provider],
+                        linestyle=styles[i % len(styles)],
+                        marker=markers[i % len(markers)],
+                        label="%s, D=%d ms" % (provider, delay),
+                    )
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xticks(list(concurrencies))
+            ax.set_xticklabels([str(c) for c in concurrencies])
+            ax.set_title("%s logins: %s" % (phase, label))
+            ax.set_xlabel("concurrent logins C")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8, ncol=1)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path), dpi=110)
+    plt.close(fig)
+    return None
