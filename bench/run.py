@@ -167,8 +167,11 @@ class Bench:
             logging_config = log_config(folder / ("%s.log" % name), self.args.log_level)
             logging_config["loggers"] = {"rest_auth_provider": {"level": self.args.log_level}}
             log_file.write_text(json.dumps(logging_config))
+            module_config = config(self.fake)
+            if name == "ours":
+                module_config.update(self.args.ours_config)
             extra: Dict[str, Any] = {
-                "modules": [{"module": module, "config": config(self.fake)}],
+                "modules": [{"module": module, "config": module_config}],
                 "log_config": str(log_file),
             }
             if self._postgres is not None:
@@ -453,6 +456,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--rss-logins", type=int, default=None, help="RSS phase logins (2000; --quick 500; 0 skips)")
     parser.add_argument("--database", choices=("auto", "postgres", "sqlite"), default="auto")
     parser.add_argument("--no-threepids", dest="threepids", action="store_false", help="ma1sd users without an email")
+    parser.add_argument(
+        "--ours-config",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help='extra config keys for ours, e.g. \'{"profile_recheck_interval": 0}\'',
+    )
     parser.add_argument("--log-level", default="INFO", help="Synapse's log level (INFO, like production)")
     parser.add_argument("--keep", action="store_true", help="keep the Synapse folders and logs")
     parser.add_argument(
@@ -468,6 +478,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="run the fake ma1sd in the benchmark process (shares the load generator's GIL; for comparison)",
     )
     args = parser.parse_args(argv)
+    if not isinstance(args.ours_config, dict):
+        parser.error("--ours-config: expected a JSON object")
     args.delays_ms = (
         tuple(int(x) for x in args.delays.split(","))
         if args.delays
@@ -555,6 +567,7 @@ def render(args: argparse.Namespace) -> int:
     args.rss_logins = options["rss_logins"]
     args.threepids = options["threepids"]
     args.log_level = options["synapse_log_level"]
+    args.ours_config = options.get("ours_config", {})
     args.logins = 0
     args.ma1sd_in_process = data["meta"].get("fake_ma1sd") == "in the benchmark process"
     targets = evaluate_targets(data["cells"], data["rss"], args.delays_ms, args.concurrencies)
@@ -582,13 +595,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     )
     log(
-        "Grid: D = %s ms, C = %s, %d repeat(s), providers %s%s"
+        "Grid: D = %s ms, C = %s, %d repeat(s), providers %s%s%s"
         % (
             ", ".join(map(str, args.delays_ms)),
             ", ".join(map(str, args.concurrencies)),
             args.repeats,
             ", ".join(args.provider_list),
             " (--quick)" if args.quick else "",
+            "; ours' config adds %s" % json.dumps(args.ours_config) if args.ours_config else "",
         )
     )
     workdir = Path(tempfile.mkdtemp(prefix="rap-bench-"))
@@ -687,6 +701,7 @@ def report(
             "rss_logins": args.rss_logins,
             "threepids": args.threepids,
             "synapse_log_level": args.log_level,
+            "ours_config": args.ours_config,
         },
         "cells": cells,
         "ratios": [dict(zip(RATIO_HEADER, r)) for r in ratios],

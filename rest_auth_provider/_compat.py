@@ -98,6 +98,24 @@ class SynapseCompat:
 
     # -- users ------------------------------------------------------------
 
+    async def find_account(self, user_id: str) -> Tuple[Optional[str], bool]:
+        """Returns ``(stored ID, deactivated)`` of the account ``user_id`` names,
+        matched case-insensitively like Synapse's own password login;
+        ``(None, False)`` when there is none (or several, none exact).
+
+        Since 1.41 an exact match comes from Synapse's cache of
+        ``get_user_by_id`` (no database transaction on a repeat login); only a
+        miss falls back to the case-insensitive lookup.
+        """
+        if hasattr(self._api, "get_userinfo_by_id"):  # 1.41
+            info = await self._api.get_userinfo_by_id(user_id)
+            if info is not None:
+                return info.user_id.to_string(), bool(info.is_deactivated)
+        existing = await self._api.check_user_exists(user_id)
+        if existing is None:
+            return None, False
+        return str(existing), await self.is_deactivated(str(existing))
+
     async def is_deactivated(self, user_id: str) -> bool:
         """Returns True when the (existing) account is deactivated."""
         if hasattr(self._api, "get_userinfo_by_id"):  # 1.41
@@ -188,6 +206,9 @@ class SynapseCompat:
             "3PID read": "ModuleApi.get_threepids_for_user"
             if hasattr(api, "get_threepids_for_user")
             else "store.user_get_threepids",
+            "account lookup": "ModuleApi.get_userinfo_by_id, then ModuleApi.check_user_exists"
+            if hasattr(api, "get_userinfo_by_id")
+            else "ModuleApi.check_user_exists",
             "deactivation check": "ModuleApi.get_userinfo_by_id"
             if hasattr(api, "get_userinfo_by_id")
             else "store.get_user_deactivated_status",

@@ -18,6 +18,7 @@ DEFAULT_LOOKUP_PATH = "/_matrix/identity/api/v1/lookup"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024
 DEFAULT_MAX_CONCURRENT_REQUESTS = 100
+DEFAULT_PROFILE_RECHECK_INTERVAL = 300
 
 # Header names we set ourselves; letting the config override them would break
 # the request framing or the JSON contract.
@@ -60,6 +61,7 @@ class ProviderConfig:
     timeout: float = DEFAULT_TIMEOUT
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    profile_recheck_interval: int = DEFAULT_PROFILE_RECHECK_INTERVAL
     tls: TlsConfig = field(default_factory=TlsConfig)
     headers: Tuple[Tuple[str, str], ...] = ()
     header_files: Tuple[Tuple[str, str], ...] = ()
@@ -87,6 +89,7 @@ class ProviderConfig:
             "timeout": self.timeout,
             "max_response_size": self.max_response_size,
             "max_concurrent_requests": self.max_concurrent_requests,
+            "profile_recheck_interval": self.profile_recheck_interval,
             "tls": {
                 "ca_file": self.tls.ca_file,
                 "client_certificate": self.tls.client_certificate,
@@ -272,6 +275,7 @@ def parse_config(raw: Any) -> ProviderConfig:
     timeout = top.number("timeout", DEFAULT_TIMEOUT, 0.0, 300.0)
     max_response_size = top.integer("max_response_size", DEFAULT_MAX_RESPONSE_SIZE, 1024, 16 * 1024 * 1024)
     max_concurrent = top.integer("max_concurrent_requests", DEFAULT_MAX_CONCURRENT_REQUESTS, 1, 10000)
+    recheck = top.integer("profile_recheck_interval", DEFAULT_PROFILE_RECHECK_INTERVAL, 0, 86400)
 
     tls_section = top.section("tls")
     tls = TlsConfig(
@@ -327,6 +331,7 @@ def parse_config(raw: Any) -> ProviderConfig:
         timeout=timeout,
         max_response_size=max_response_size,
         max_concurrent_requests=max_concurrent,
+        profile_recheck_interval=recheck,
         tls=tls,
         headers=headers,
         header_files=header_files,

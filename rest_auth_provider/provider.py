@@ -19,6 +19,7 @@ from rest_auth_provider import __version__, metrics
 from rest_auth_provider._compat import SynapseCompat, config_error
 from rest_auth_provider.client import BackendError, Ma1sdClient
 from rest_auth_provider.config import ProviderConfig, parse_config
+from rest_auth_provider.memo import SyncMemo
 from rest_auth_provider.provisioning import Provisioner
 from rest_auth_provider.response import canonical_threepid
 from rest_auth_provider.users import LocalRefusal, parse_login_name
@@ -47,7 +48,7 @@ class RestAuthProvider:
         self._config = config
         self._compat = SynapseCompat(api)
         self._client = Ma1sdClient(config)
-        self._provisioner = Provisioner(api, self._compat, config.policy)
+        self._provisioner = Provisioner(api, self._compat, config.policy, SyncMemo(config.profile_recheck_interval))
 
         if self._style == "modules":
             if not hasattr(api, "register_password_auth_provider_callbacks"):
@@ -146,12 +147,12 @@ class RestAuthProvider:
         except LocalRefusal as e:
             return self._refuse_locally(username, str(e))
 
-        existing = await self._api.check_user_exists(name.user_id)
+        existing, deactivated = await self._compat.find_account(name.user_id)
         if existing is None and not name.registrable:
             return self._refuse_locally(username, "not a valid user ID for a new account")
-        if existing is not None and await self._compat.is_deactivated(existing):
+        if existing is not None and deactivated:
             return self._refuse_locally(existing, "the account is deactivated")
-        user_id = str(existing) if existing is not None else name.user_id
+        user_id = existing if existing is not None else name.user_id
 
         try:
             reply = await self._client.check_credentials(user_id, password)

@@ -6,6 +6,9 @@ Policies (the old provider's keys and defaults):
 * ``policy.login.profile.name`` - display name refreshed on every login;
 * ``policy.all.threepid.update`` - add ma1sd's email and msisdn 3PIDs;
 * ``policy.all.threepid.replace`` - remove local 3PIDs ma1sd no longer lists.
+
+What a login found already in step is remembered for
+``profile_recheck_interval`` seconds (see :mod:`rest_auth_provider.memo`).
 """
 
 import logging
@@ -14,20 +17,24 @@ from typing import Any, Optional, Set, Tuple
 from rest_auth_provider import metrics
 from rest_auth_provider._compat import SynapseCompat
 from rest_auth_provider.config import PolicyConfig
+from rest_auth_provider.memo import SyncMemo
 from rest_auth_provider.response import AuthReply, canonical_threepid
 
 logger = logging.getLogger(__name__)
 
 _USER_IN_USE = "M_USER_IN_USE"
+_DISPLAY_NAME = "displayname"
+_THREEPIDS = "threepids"
 
 
 class Provisioner:
     """Registers new users and syncs display names and 3PIDs."""
 
-    def __init__(self, api: Any, compat: SynapseCompat, policy: PolicyConfig):
+    def __init__(self, api: Any, compat: SynapseCompat, policy: PolicyConfig, memo: SyncMemo):
         self._api = api
         self._compat = compat
         self._policy = policy
+        self._memo = memo
 
     async def register(self, localpart: str, user_id: str, display_name: Optional[str]) -> Tuple[Optional[str], bool]:
         """Creates the account for ``localpart`` (no device, no access token).
@@ -65,19 +72,21 @@ class Provisioner:
                 logger.warning("Could not update the display name of %s: %s", user_id, _error_text(e))
         if self._policy.threepid_update and reply.three_pids is not None:
             try:
-                await self._sync_threepids(user_id, reply)
+                await self._sync_threepids(user_id, reply, new_account)
             except Exception as e:
                 logger.warning("Could not update the 3PIDs of %s: %s", user_id, _error_text(e))
 
     async def _sync_display_name(self, user_id: str, name: str) -> None:
-        current = await self._compat.get_displayname(user_id)
-        if current == name:
+        if self._memo.is_fresh(_DISPLAY_NAME, user_id, name):
             return
-        await self._compat.set_displayname(user_id, name)
-        metrics.profile_writes.labels(kind="displayname").inc()
-        logger.info("Updated the display name of %s from ma1sd", user_id)
+        current = await self._compat.get_displayname(user_id)
+        if current != name:
+            await self._compat.set_displayname(user_id, name)
+            metrics.profile_writes.labels(kind="displayname").inc()
+            logger.info("Updated the display name of %s from ma1sd", user_id)
+        self._memo.remember(_DISPLAY_NAME, user_id, name)
 
-    async def _sync_threepids(self, user_id: str, reply: AuthReply) -> None:
+    async def _sync_threepids(self, user_id: str, reply: AuthReply, new_account: bool) -> None:
         assert reply.three_pids is not None
         wanted: Set[Tuple[str, str]] = set()
         for pid in reply.three_pids:
@@ -93,9 +102,15 @@ class Provisioner:
 
         if not wanted and not self._policy.threepid_replace:
             return  # nothing to add, nothing may be removed: no need to read
-        stored = await self._compat.get_threepids(user_id)
+        confirmed = frozenset(wanted)
+        if self._memo.is_fresh(_THREEPIDS, user_id, confirmed):
+            return
+        # An account this login has just created has no 3PIDs yet (the owner
+        # check below still guards against a concurrent login adding one).
+        stored = [] if new_account else await self._compat.get_threepids(user_id)
         have = {canonical_threepid(m, a) or (m, a): (m, a) for m, a in stored}
 
+        in_step = True
         for medium, address in sorted(wanted - set(have)):
             owner = await self._compat.get_threepid_owner(medium, address)
             if owner is not None and owner != user_id:
@@ -106,6 +121,7 @@ class Provisioner:
                     user_id,
                     owner,
                 )
+                in_step = False
                 continue
             if owner == user_id:
                 continue
@@ -113,13 +129,16 @@ class Provisioner:
             metrics.profile_writes.labels(kind="threepid_add").inc()
             logger.info("Added the %s %s to %s from ma1sd", medium, address, user_id)
 
-        if not self._policy.threepid_replace:
-            return
-        for key in sorted(set(have) - wanted):
-            medium, address = have[key]
-            await self._compat.delete_threepid(user_id, medium, address)
-            metrics.profile_writes.labels(kind="threepid_remove").inc()
-            logger.info("Removed the %s %s from %s: ma1sd no longer lists it", medium, address, user_id)
+        if self._policy.threepid_replace:
+            for key in sorted(set(have) - wanted):
+                medium, address = have[key]
+                await self._compat.delete_threepid(user_id, medium, address)
+                metrics.profile_writes.labels(kind="threepid_remove").inc()
+                logger.info("Removed the %s %s from %s: ma1sd no longer lists it", medium, address, user_id)
+        if in_step:
+            # A 3PID held by another account is not remembered, so that its
+            # WARNING shows at every login until someone resolves it.
+            self._memo.remember(_THREEPIDS, user_id, confirmed)
 
 
 def _error_text(e: BaseException) -> str:

@@ -3,7 +3,8 @@
 * ``defaults_hs``: the module with every policy at its default; loaded from
   ``modules:`` where this Synapse supports it (1.46+), else ``password_providers:``.
 * ``sync_hs``: ``policy.login.profile.name`` and ``policy.all.threepid.replace``
-  on; loaded from ``password_providers:`` (the legacy style, every release).
+  on, ``profile_recheck_interval: 0`` (read at every login, as the old provider
+  did); loaded from ``password_providers:`` (the legacy style, every release).
 
 Both log at DEBUG for every logger, so the secrets check sees everything.
 """
@@ -179,6 +180,7 @@ def sync_hs(request: Any, tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[H
     config = {
         "endpoint": ma1sd.url + "/",
         "timeout": TIMEOUT,
+        "profile_recheck_interval": 0,
         "policy": {"login": {"profile": {"name": True}}, "all": {"threepid": {"replace": True}}},
     }
     yield from _start(request, tmp_path_factory, ma1sd, "sync", "password_providers", config)

@@ -80,6 +80,16 @@ class MatrixClient:
     def threepid_set(self, token: str) -> set:
         return {(t["medium"], t["address"]) for t in self.threepids(token)}
 
+    def delete_threepid(self, token: str, medium: str, address: str) -> None:
+        """Removes one of the user's own 3PIDs, as a client's settings page does."""
+        r = self.session.post(
+            self._url("/_matrix/client/r0/account/3pid/delete"),
+            json={"medium": medium, "address": address},
+            headers=self._auth(token),
+            timeout=self.timeout,
+        )
+        assert r.status_code == 200, r.text
+
     def create_room(self, token: str) -> str:
         r = self.session.post(
             self._url("/_matrix/client/r0/createRoom"), json={}, headers=self._auth(token), timeout=self.timeout

@@ -182,6 +182,8 @@ def test_startup_log_names_the_compatibility_branches(hs: Homeserver) -> None:
         "profile read via ModuleApi.get_profile_for_user": version >= (1, 39),
         "profile read via store.get_profile_displayname": version < (1, 39),
         "3PID read via ModuleApi.get_threepids_for_user": version >= (1, 39),
+        "account lookup via ModuleApi.get_userinfo_by_id, then ModuleApi.check_user_exists": version >= (1, 41),
+        "account lookup via ModuleApi.check_user_exists": version < (1, 41),
         "deactivation check via ModuleApi.get_userinfo_by_id": version >= (1, 41),
         "deactivation check via store.get_user_deactivated_status": version < (1, 41),
         "3PID removal via AuthHandler.delete_local_threepid": version >= (1, 79),

@@ -59,3 +59,30 @@ def test_without_replace_policy_3pids_are_only_added(defaults_hs: Homeserver) ->
     user.three_pids = [{"medium": "email", "address": "quinn.new@example.org"}]
     hs.client.login_ok(user.user_id, user.password)
     assert hs.client.threepid_set(token) == {("email", "quinn@example.org"), ("email", "quinn.new@example.org")}
+
+
+def test_a_3pid_deleted_in_synapse_comes_back_at_the_next_login_without_recheck_interval(sync_hs: Homeserver) -> None:
+    hs = sync_hs  # profile_recheck_interval: 0
+    user = hs.new_user("rita", emails=("rita@example.org",))
+    token = hs.client.login_ok(user.user_id, user.password)["access_token"]
+    hs.client.delete_threepid(token, "email", "rita@example.org")
+    assert hs.client.threepid_set(token) == set()
+    hs.client.login_ok(user.user_id, user.password)
+    assert hs.client.threepid_set(token) == {("email", "rita@example.org")}
+
+
+def test_within_the_recheck_interval_a_repeat_login_leaves_the_3pids_alone(defaults_hs: Homeserver) -> None:
+    hs = defaults_hs  # profile_recheck_interval: 300 (the default)
+    user = hs.new_user("sven", emails=("sven@example.org",))
+    token = hs.client.login_ok(user.user_id, user.password)["access_token"]
+    hs.client.delete_threepid(token, "email", "sven@example.org")
+    mark = hs.mark()
+    hs.client.login_ok(user.user_id, user.password)
+    # Same answer from ma1sd, found in step less than 300 s ago: not read, not re-added.
+    assert hs.client.threepid_set(token) == set()
+    assert not any("Added the email" in line for line in hs.new_log_lines(mark))
+
+    # A changed answer from ma1sd is applied at once.
+    user.three_pids = [{"medium": "email", "address": "sven.new@example.org"}]
+    hs.client.login_ok(user.user_id, user.password)
+    assert hs.client.threepid_set(token) == {("email", "sven.new@example.org")}

@@ -97,6 +97,20 @@ class FakeSynapse:
         if hasattr(ModuleApi, "set_displayname"):
             api.set_displayname.side_effect = self._api_set_displayname
 
+    def threepid_reads(self) -> int:
+        """Returns how often the provider read a user's 3PID list (either way)."""
+        reads = self.api._store.user_get_threepids.call_count
+        if hasattr(ModuleApi, "get_threepids_for_user"):
+            reads += self.api.get_threepids_for_user.call_count
+        return int(reads)
+
+    def displayname_reads(self) -> int:
+        """Returns how often the provider read a display name (either way)."""
+        reads = self.api._store.get_profile_displayname.call_count
+        if hasattr(ModuleApi, "get_profile_for_user"):
+            reads += self.api.get_profile_for_user.call_count
+        return int(reads)
+
     # -- the in-memory homeserver ------------------------------------------
 
     def add_account(self, user_id: str, displayname: Optional[str] = None) -> Account:
@@ -124,7 +138,9 @@ class FakeSynapse:
         account = self.accounts.get(user_id)
         if account is None:
             return None
-        return Mock(is_deactivated=account.deactivated)
+        from synapse.types import UserID
+
+        return Mock(user_id=UserID.from_string(account.user_id), is_deactivated=account.deactivated)
 
     async def _profile(self, localpart: str) -> Any:
         account = self.accounts["@%s:%s" % (localpart, self.server_name)]

@@ -113,6 +113,7 @@ def test_minimal_config_has_the_old_defaults() -> None:
     assert isinstance(config.timeout, float)
     assert config.max_response_size == DEFAULT_MAX_RESPONSE_SIZE
     assert config.max_concurrent_requests == DEFAULT_MAX_CONCURRENT_REQUESTS
+    assert config.profile_recheck_interval == 300
     assert config.tls.ca_file is None
     assert config.tls.client_certificate is None
     assert config.tls.client_key is None
@@ -170,6 +171,7 @@ def test_every_key_set() -> None:
         "timeout": 2.5,
         "max_response_size": 2048,
         "max_concurrent_requests": 7,
+        "profile_recheck_interval": 0,
         "tls": {"ca_file": "/etc/ca.pem", "client_certificate": "/etc/c.pem", "client_key": "/etc/k.pem"},
         "headers": {"Authorization": "Bearer s3cret", "X-Extra": ""},
         "header_files": {"X-Token": "/run/secrets/token"},
@@ -180,6 +182,7 @@ def test_every_key_set() -> None:
     assert config.timeout == 2.5
     assert config.max_response_size == 2048
     assert config.max_concurrent_requests == 7
+    assert config.profile_recheck_interval == 0
     assert config.tls.ca_file == "/etc/ca.pem"
     assert config.tls.client_certificate == "/etc/c.pem"
     assert config.tls.client_key == "/etc/k.pem"
@@ -282,7 +285,7 @@ def test_boolean_keys_refuse_other_types(path: Tuple[str, ...], value: Any) -> N
     assert "expected true or false" in message(error)
 
 
-@pytest.mark.parametrize("key", ["timeout", "max_response_size", "max_concurrent_requests"])
+@pytest.mark.parametrize("key", ["timeout", "max_response_size", "max_concurrent_requests", "profile_recheck_interval"])
 @pytest.mark.parametrize("value", [True, False, "10", [10], {"s": 10}])
 def test_number_keys_refuse_other_types(key: str, value: Any) -> None:
     error = config_error(minimal(**{key: value}))
@@ -314,6 +317,9 @@ def test_huge_timeout_is_a_config_error(value: float) -> None:
         ("max_concurrent_requests", 0),
         ("max_concurrent_requests", -3),
         ("max_concurrent_requests", 10001),
+        ("profile_recheck_interval", -1),
+        ("profile_recheck_interval", 86401),
+        ("profile_recheck_interval", 30.5),
     ],
 )
 def test_integer_keys_out_of_range_or_not_whole(key: str, value: Any) -> None:

@@ -96,6 +96,30 @@ async def test_existing_user_logs_in_under_the_stored_id(synapse: FakeSynapse, m
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_exact_id_is_found_without_the_case_insensitive_lookup(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    synapse.add_account("@exact:example.org", "E")
+    ma1sd.add_user("@exact:example.org", PW)
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("Exact", "m.login.password", {"password": PW}) == "@exact:example.org"
+    # Since 1.41 an exact match comes from Synapse's cached get_userinfo_by_id;
+    # before that, check_user_exists (a database query) is the only way.
+    expected_lookups = 0 if hasattr(ModuleApi, "get_userinfo_by_id") else 1
+    assert synapse.api.check_user_exists.call_count == expected_lookups
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deactivated_account_found_case_insensitively_is_refused(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd
+) -> None:
+    synapse.add_account("@Gone:example.org", "G").deactivated = True
+    ma1sd.add_user("@gone:example.org", PW)
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("gone", "m.login.password", {"password": PW}) is None
+    assert ma1sd.requests == []
+    assert synapse.registrations == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_wrong_password_creates_nothing(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     ma1sd.add_user("@bob:example.org", PW)
     provider = make_provider(synapse, ma1sd)
@@ -201,6 +225,92 @@ async def test_threepid_owned_by_someone_else_is_not_moved(synapse: FakeSynapse,
     await provider.check_auth("ivy", "m.login.password", {"password": PW})
     assert synapse.accounts["@ivy:example.org"].threepids == set()
     assert synapse.accounts["@owner:example.org"].threepids == {("email", "shared@example.org")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_login_adds_3pids_without_reading_the_new_account(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    ma1sd.add_user("@kim:example.org", PW, "Kim", emails=("kim@example.org",))
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("kim", "m.login.password", {"password": PW}) == "@kim:example.org"
+    assert synapse.accounts["@kim:example.org"].threepids == {("email", "kim@example.org")}
+    assert synapse.threepid_reads() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_repeat_logins_skip_the_3pid_read_while_ma1sd_answers_the_same(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd
+) -> None:
+    account = synapse.add_account("@lea:example.org", "Lea")
+    user = ma1sd.add_user("@lea:example.org", PW, "Lea", emails=("lea@example.org",))
+    provider = make_provider(synapse, ma1sd)
+    for _ in range(3):
+        assert await provider.check_auth("lea", "m.login.password", {"password": PW}) == "@lea:example.org"
+    assert account.threepids == {("email", "lea@example.org")}
+    assert synapse.threepid_reads() == 1
+
+    # A new answer from ma1sd is applied at once.
+    user.three_pids = [
+        {"medium": "email", "address": "lea@example.org"},
+        {"medium": "msisdn", "address": "353851234567"},
+    ]
+    await provider.check_auth("lea", "m.login.password", {"password": PW})
+    assert account.threepids == {("email", "lea@example.org"), ("msisdn", "353851234567")}
+    assert synapse.threepid_reads() == 2
+
+    # A 3PID removed inside Synapse comes back once the interval is over,
+    # not before (the memory is per process and time-bound).
+    account.threepids.discard(("email", "lea@example.org"))
+    await provider.check_auth("lea", "m.login.password", {"password": PW})
+    assert account.threepids == {("msisdn", "353851234567")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_recheck_interval_zero_reads_at_every_login(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    account = synapse.add_account("@max:example.org", "Max")
+    ma1sd.add_user("@max:example.org", PW, "Max", emails=("max@example.org",))
+    provider = make_provider(synapse, ma1sd, profile_recheck_interval=0, policy={"login": {"profile": {"name": True}}})
+    await provider.check_auth("max", "m.login.password", {"password": PW})
+    account.threepids.clear()
+    account.displayname = "changed in Synapse"
+    await provider.check_auth("max", "m.login.password", {"password": PW})
+    assert account.threepids == {("email", "max@example.org")}
+    assert account.displayname == "Max"
+    assert synapse.threepid_reads() == 2
+    assert synapse.displayname_reads() == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_login_profile_policy_skips_the_name_read_while_in_step(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    account = synapse.add_account("@ned:example.org", "Old")
+    user = ma1sd.add_user("@ned:example.org", PW, "Ned")
+    provider = make_provider(synapse, ma1sd, policy={"login": {"profile": {"name": True}}})
+    await provider.check_auth("ned", "m.login.password", {"password": PW})
+    await provider.check_auth("ned", "m.login.password", {"password": PW})
+    assert account.displayname == "Ned"
+    assert synapse.displayname_reads() == 1
+    user.display_name = "Ned Flanders"
+    await provider.check_auth("ned", "m.login.password", {"password": PW})
+    assert account.displayname == "Ned Flanders"
+    assert synapse.displayname_reads() == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_3pid_held_by_another_account_warns_at_every_login(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
+) -> None:
+    synapse.add_account("@owner:example.org").threepids = {("email", "shared@example.org")}
+    synapse.add_account("@ora:example.org", "Ora")
+    ma1sd.add_user("@ora:example.org", PW, emails=("shared@example.org",))
+    provider = make_provider(synapse, ma1sd)
+    with caplog.at_level(logging.WARNING, logger="rest_auth_provider"):
+        await provider.check_auth("ora", "m.login.password", {"password": PW})
+        await provider.check_auth("ora", "m.login.password", {"password": PW})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        warnings
+        == ["Not adding email shared@example.org to @ora:example.org: it already belongs to @owner:example.org"] * 2
+    )
+    assert synapse.threepid_reads() == 2
 
 
 @pytest_twisted.ensureDeferred
