@@ -461,7 +461,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         type=json.loads,
         default={},
         metavar="JSON",
-        help='extra config keys for ours, e.g. \'{"profile_recheck_interval": 0}\'',
+        help="extra config keys for ours, e.g. '{\"profile_recheck_interval\": 0}'",
     )
     parser.add_argument("--log-level", default="INFO", help="Synapse's log level (INFO, like production)")
     parser.add_argument("--keep", action="store_true", help="keep the Synapse folders and logs")
