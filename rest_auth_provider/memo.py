@@ -6,7 +6,9 @@ the next logins of that user *on the same process* that get the very same
 answer from ma1sd can skip the read for ``profile_recheck_interval`` seconds.
 A different answer from ma1sd is never skipped, so ma1sd's changes reach the
 account at once; only changes made inside Synapse behind the module's back
-(a user deleting a 3PID ma1sd lists, say) wait up to that interval.
+(a user deleting a 3PID ma1sd lists, say) wait up to that interval. A login
+refused because the account is deactivated forgets the user, since Synapse
+drops the 3PIDs of a deactivated account.
 """
 
 import time

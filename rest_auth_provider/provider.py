@@ -151,6 +151,7 @@ class RestAuthProvider:
         if existing is None and not name.registrable:
             return self._refuse_locally(username, "not a valid user ID for a new account")
         if existing is not None and deactivated:
+            self._provisioner.forget(existing)
             return self._refuse_locally(existing, "the account is deactivated")
         user_id = existing if existing is not None else name.user_id
 

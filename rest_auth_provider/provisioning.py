@@ -59,6 +59,12 @@ class Provisioner:
         logger.info("Created the account %s on its first login", created_id)
         return str(created_id), True
 
+    def forget(self, user_id: str) -> None:
+        """Makes the next login of ``user_id`` read the profile again (used when
+        the account was found deactivated: Synapse drops its 3PIDs then)."""
+        self._memo.forget(_DISPLAY_NAME, user_id)
+        self._memo.forget(_THREEPIDS, user_id)
+
     async def sync(self, user_id: str, reply: AuthReply, new_account: bool) -> None:
         """Applies ma1sd's profile to the account as the policies say.
 

@@ -280,6 +280,23 @@ async def test_recheck_interval_zero_reads_at_every_login(synapse: FakeSynapse, 
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_reactivated_account_gets_its_3pids_back_at_once(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    account = synapse.add_account("@pat:example.org", "Pat")
+    ma1sd.add_user("@pat:example.org", PW, "Pat", emails=("pat@example.org",))
+    provider = make_provider(synapse, ma1sd)
+    await provider.check_auth("pat", "m.login.password", {"password": PW})
+    assert account.threepids == {("email", "pat@example.org")}
+    # An admin deactivates the account (Synapse drops its 3PIDs) ...
+    account.deactivated = True
+    account.threepids.clear()
+    assert await provider.check_auth("pat", "m.login.password", {"password": PW}) is None
+    # ... and reactivates it within profile_recheck_interval.
+    account.deactivated = False
+    assert await provider.check_auth("pat", "m.login.password", {"password": PW}) == "@pat:example.org"
+    assert account.threepids == {("email", "pat@example.org")}
+
+
+@pytest_twisted.ensureDeferred
 async def test_login_profile_policy_skips_the_name_read_while_in_step(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     account = synapse.add_account("@ned:example.org", "Old")
     user = ma1sd.add_user("@ned:example.org", PW, "Ned")
