@@ -13,9 +13,11 @@ was busy with (or blocked by) something else.
 import http.client
 import json
 import os
+import re
 import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
@@ -87,6 +89,50 @@ def process_cpu_seconds(pid: Optional[int]) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+# prometheus_client adds "_total" to counter names (and "_created" samples, skipped).
+_TXN_SAMPLE = re.compile(r"^synapse_storage_transaction_time_(count|sum)(?:_total)?\{(.*)\} (\S+)$")
+_DESC_LABEL = re.compile(r'desc="([^"]*)"')
+
+
+def db_transactions(metrics_url: Optional[str]) -> Dict[str, Tuple[float, float]]:
+    """Returns Synapse's database transactions so far, from its metrics
+    listener: ``{name: (count, seconds)}`` (empty when ``metrics_url`` is None).
+
+    The names are Synapse's own transaction descriptions (``get_user_by_id``,
+    ``user_add_threepid``...); the seconds are wall time spent in them."""
+    if metrics_url is None:
+        return {}
+    with urllib.request.urlopen(metrics_url, timeout=60) as response:
+        text = response.read().decode("utf-8")
+    out: Dict[str, Tuple[float, float]] = {}
+    for line in text.splitlines():
+        sample = _TXN_SAMPLE.match(line)
+        if sample is None:
+            continue
+        kind, labels, value = sample.groups()
+        desc = _DESC_LABEL.search(labels)
+        name = desc.group(1) if desc else labels
+        count, seconds = out.get(name, (0.0, 0.0))
+        if kind == "count":
+            count += float(value)
+        else:
+            seconds += float(value)
+        out[name] = (count, seconds)
+    return out
+
+
+def transactions_between(
+    before: Dict[str, Tuple[float, float]], after: Dict[str, Tuple[float, float]]
+) -> Dict[str, Tuple[float, float]]:
+    """Returns the transactions (count, seconds) run between two db_transactions() readings."""
+    out = {}
+    for name, (count, seconds) in after.items():
+        old_count, old_seconds = before.get(name, (0.0, 0.0))
+        if count > old_count:
+            out[name] = (count - old_count, seconds - old_seconds)
+    return out
+
+
 def machine_cpu() -> Tuple[int, int]:
     """Returns (busy, total) CPU jiffies of the whole machine, all cores."""
     with open("/proc/stat") as f:
@@ -145,6 +191,8 @@ class PhaseResult:
     synapse_cpu: float = 0.0
     client_cpu: float = 0.0
     extra: Dict[str, float] = field(default_factory=dict)
+    # Synapse's database transactions during the batch: {name: (count, seconds)}.
+    transactions: Dict[str, Tuple[float, float]] = field(default_factory=dict)
 
 
 class _Probe(threading.Thread):

@@ -15,6 +15,8 @@ METRICS = (
     "probe_max_ms",
     "synapse_cpu_ms_per_login",
     "client_cpu_pct",
+    "db_txns_per_login",
+    "db_ms_per_login",
     "ma1sd_connections",
     "ma1sd_max_in_flight",
 )
@@ -67,6 +69,7 @@ TABLE_HEADER = (
     "probe p99",
     "probe max",
     "cpu ms/login",
+    "db txns/login",
     "errors",
 )
 
@@ -97,6 +100,7 @@ def table_rows(
                             _fmt(m["probe_p99_ms"], 1),
                             _fmt(m["probe_max_ms"], 1),
                             _fmt(m["synapse_cpu_ms_per_login"], 1),
+                            _fmt(m.get("db_txns_per_login"), 1),
                             str(cell["errors"]),
                         ]
                     )
@@ -145,6 +149,42 @@ def ratio_rows(
                     ]
                 )
     return rows
+
+
+TRANSACTION_HEADER = ("phase", "D ms", "C", "transaction", "ours/login", "floor/login", "ours - floor")
+
+
+def transaction_rows(
+    cells: Dict[str, Dict[str, Any]], delays: Sequence[int], concurrencies: Sequence[int]
+) -> List[List[str]]:
+    """Returns, per phase, the database transactions per login (Synapse's names)
+    where ours and floor differ by 0.05 or more, at the lowest D and C of the
+    grid, and the total; empty when the run has no transaction counts."""
+    if not delays or not concurrencies:
+        return []
+    delay, conc = min(delays), min(concurrencies)
+    rows = []
+    for phase in PHASES:
+        ours = cells.get(cell_key("ours", phase, delay, conc))
+        floor = cells.get(cell_key("floor", phase, delay, conc))
+        if ours is None or floor is None or "db_txns_median" not in ours or "db_txns_median" not in floor:
+            continue
+        mine, base = ours["db_txns_median"], floor["db_txns_median"]
+        diffs = {n: mine.get(n, 0.0) - base.get(n, 0.0) for n in set(mine) | set(base)}
+        for name in sorted(diffs, key=lambda n: (-diffs[n], n)):
+            if abs(diffs[name]) >= 0.05:
+                row = [phase, str(delay), str(conc), name, _fmt(mine.get(name, 0.0), 2), _fmt(base.get(name, 0.0), 2)]
+                rows.append(row + ["%+.2f" % diffs[name]])
+        total_ours, total_floor = ours["median"].get("db_txns_per_login"), floor["median"].get("db_txns_per_login")
+        total = [_fmt(total_ours, 2), _fmt(total_floor, 2), _fmt(_diff(total_ours, total_floor), 2)]
+        rows.append([phase, str(delay), str(conc), "all transactions"] + total)
+    return rows
+
+
+def _diff(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None or b is None:
+        return None
+    return a - b
 
 
 def text_table(header: Sequence[str], rows: List[List[str]], group: Optional[slice] = None) -> str:

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -29,13 +30,23 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from bench.load import Login, PhaseResult, busy_cores, machine_cpu, rss_bytes, run_logins
+from bench.load import (
+    Login,
+    PhaseResult,
+    busy_cores,
+    db_transactions,
+    machine_cpu,
+    rss_bytes,
+    run_logins,
+    transactions_between,
+)
 from bench.ma1sd import RemoteMa1sd, raise_listen_backlog
 from bench.report import (
     METRICS,
     PROVIDER_ORDER,
     RATIO_HEADER,
     TABLE_HEADER,
+    TRANSACTION_HEADER,
     cell_key,
     draw_chart,
     markdown_table,
@@ -44,9 +55,18 @@ from bench.report import (
     ratio_rows,
     table_rows,
     text_table,
+    transaction_rows,
 )
 from tests.fake_ma1sd import FakeMa1sd
-from tests.integration.harness import SERVER_NAME, SynapseServer, log_config, remove_tree, synapse_version
+from tests.integration.harness import (
+    SERVER_NAME,
+    SynapseServer,
+    client_listener,
+    free_port,
+    log_config,
+    remove_tree,
+    synapse_version,
+)
 from tests.integration.services import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +164,7 @@ class Bench:
             raise_listen_backlog()
             self.fake = FakeMa1sd()
         self.servers: Dict[str, SynapseServer] = {}
+        self.metrics_urls: Dict[str, str] = {}
         self.database = "sqlite"
         self.database_note = ""
         self._postgres: Optional[PostgresCluster] = None
@@ -170,19 +191,56 @@ class Bench:
             module_config = config(self.fake)
             if name == "ours":
                 module_config.update(self.args.ours_config)
+            # Synapse's metrics listener: its per-transaction counters say which
+            # database work each provider adds to a login.
+            port, metrics_port = free_port(), free_port()
             extra: Dict[str, Any] = {
                 "modules": [{"module": module, "config": module_config}],
                 "log_config": str(log_file),
+                # A new database starts with pending background updates (user
+                # stats, user directory...); without pauses they finish before
+                # the measurement instead of running through it.
+                "background_updates": {"sleep_enabled": False},
+                "enable_metrics": True,
+                "listeners": [
+                    client_listener(port),
+                    {"type": "metrics", "port": metrics_port, "bind_addresses": ["127.0.0.1"]},
+                ],
             }
             if self._postgres is not None:
                 extra["database"] = self._postgres.create_database("bench_%s" % name)
-            server = SynapseServer(folder, extra, name=name)
+            server = SynapseServer(folder, extra, name=name, port=port)
+            self.metrics_urls[name] = "http://127.0.0.1:%d/_synapse/metrics" % metrics_port
             self.stack.callback(server.stop)
             server.start(wait=False)
             self.servers[name] = server
         for server in self.servers.values():
             server.wait_until_ready(timeout=300)
         log("Synapse %s started for: %s" % (".".join(map(str, synapse_version())), ", ".join(self.servers)))
+        self.wait_for_background_updates()
+
+    def pending_background_updates(self, provider: str) -> int:
+        """Returns how many of Synapse's background updates are still pending in ``provider``'s database."""
+        sql = "SELECT count(*) FROM background_updates"
+        if self._postgres is not None:
+            return int(self._postgres.query(sql, database="bench_%s" % provider)[0][0])
+        path = self.servers[provider].workdir / "homeserver.db"
+        with contextlib.closing(sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=30)) as db:
+            return int(db.execute(sql).fetchone()[0])
+
+    def wait_for_background_updates(self, timeout: float = 600.0) -> None:
+        """Waits until every Synapse has finished the background updates of its
+        new database: they would otherwise run during the measurement, in some
+        providers' cells and not others. Raises RuntimeError after ``timeout`` s."""
+        started = time.monotonic()
+        while True:
+            pending = {name: self.pending_background_updates(name) for name in self.servers}
+            if not any(pending.values()):
+                break
+            if time.monotonic() - started > timeout:
+                raise RuntimeError("Synapse's background updates still pending after %.0f s: %s" % (timeout, pending))
+            time.sleep(1)
+        log("Synapse's background updates on the new databases: done after %.0f s" % (time.monotonic() - started))
 
     def _start_database(self) -> None:
         if self.args.database == "sqlite":
@@ -223,12 +281,14 @@ class Bench:
         server = self.servers[provider]
         self.fake.reset()
         self.fake.delay = delay_ms / 1000.0
+        transactions = db_transactions(self.metrics_urls.get(provider))
         result = run_logins(server.url, logins, concurrency, pid=server.pid)
         connections, in_flight = self.fake.connections, self.fake.max_in_flight
         self.fake.reset()
         if not server.running:
             raise RuntimeError("Synapse (%s) died:\n%s" % (provider, server.tail()))
-        time.sleep(PAUSE)
+        time.sleep(PAUSE)  # work a login left running in the background counts for its batch
+        result.transactions = transactions_between(transactions, db_transactions(self.metrics_urls.get(provider)))
         return result, connections, in_flight
 
 
@@ -238,6 +298,9 @@ class Bench:
 def figures(result: PhaseResult, connections: int, in_flight: int) -> Dict[str, Any]:
     latencies = [x * 1000 for x in result.latencies]
     probes = [x * 1000 for x in result.probes]
+    per_login = 1.0 / result.logins if result.logins else float("nan")
+    txn_count = sum(count for count, _ in result.transactions.values())
+    txn_seconds = sum(seconds for _, seconds in result.transactions.values())
     return {
         "logins": result.logins,
         "wall_s": result.wall,
@@ -251,6 +314,9 @@ def figures(result: PhaseResult, connections: int, in_flight: int) -> Dict[str, 
         "probe_errors": int(result.extra.get("probe_errors", 0)),
         "synapse_cpu_ms_per_login": result.synapse_cpu * 1000 / result.logins if result.logins else float("nan"),
         "client_cpu_pct": 100 * result.client_cpu / result.wall if result.wall > 0 else float("nan"),
+        "db_txns_per_login": txn_count * per_login if result.transactions else float("nan"),
+        "db_ms_per_login": txn_seconds * 1000 * per_login if result.transactions else float("nan"),
+        "db_txns": {name: count * per_login for name, (count, _) in sorted(result.transactions.items())},
         "ma1sd_connections": connections,
         "ma1sd_max_in_flight": in_flight,
         "machine_busy_cores": result.extra.get("machine_busy_cores", float("nan")),
@@ -261,14 +327,19 @@ def figures(result: PhaseResult, connections: int, in_flight: int) -> Dict[str, 
 
 
 def summary(f: Dict[str, Any]) -> str:
-    text = "%5.2f s %6.1f/s p50 %6.1f p99 %7.1f ms | probe p99 %6.1f max %6.1f ms | cpu %4.1f ms/login" % (
-        f["wall_s"],
-        f["logins_per_s"],
-        f["p50_ms"],
-        f["p99_ms"],
-        f["probe_p99_ms"],
-        f["probe_max_ms"],
-        f["synapse_cpu_ms_per_login"],
+    text = (
+        "%5.2f s %6.1f/s p50 %6.1f p99 %7.1f ms | probe p99 %6.1f max %6.1f ms | cpu %4.1f ms/login "
+        "| db %4.1f txns/login"
+        % (
+            f["wall_s"],
+            f["logins_per_s"],
+            f["p50_ms"],
+            f["p99_ms"],
+            f["probe_p99_ms"],
+            f["probe_max_ms"],
+            f["synapse_cpu_ms_per_login"],
+            f["db_txns_per_login"],
+        )
     )
     if f["errors"]:
         text += " | %d ERRORS (%s)" % (f["errors"], f["first_error"])
@@ -287,6 +358,8 @@ def add_run(
     cell["logins"] = f["logins"]
     cell["errors"] = sum(r["errors"] for r in cell["runs"])
     cell["median"] = {m: median([r[m] for r in cell["runs"]]) for m in METRICS}
+    names = sorted(set().union(*(r["db_txns"] for r in cell["runs"])))
+    cell["db_txns_median"] = {n: median([r["db_txns"].get(n, 0.0) for r in cell["runs"]]) for n in names}
     cell["worst"] = {
         "p99_ms": max(r["p99_ms"] for r in cell["runs"]),
         "probe_max_ms": max(r["probe_max_ms"] for r in cell["runs"]),
@@ -663,6 +736,7 @@ def report(
     delays, concs = args.delays_ms, args.concurrencies
     rows = table_rows(cells, delays, concs)
     ratios = ratio_rows(cells, delays, concs)
+    transactions = transaction_rows(cells, delays, concs)
     kind = grid_kind(args)
     log()
     log(
@@ -683,6 +757,10 @@ def report(
     log("Ratios (medians)")
     log(text_table(RATIO_HEADER, ratios, group=slice(0, 2)))
     log()
+    if transactions:
+        log("Database transactions per login where ours and floor differ (Synapse's names; medians)")
+        log(text_table(TRANSACTION_HEADER, transactions, group=slice(0, 1)))
+        log()
     log("Targets")
     for t in targets:
         log("  %-4s  %s: %s" % (t["status"], t["target"], t["detail"]))
@@ -705,6 +783,7 @@ def report(
         },
         "cells": cells,
         "ratios": [dict(zip(RATIO_HEADER, r)) for r in ratios],
+        "transactions": [dict(zip(TRANSACTION_HEADER, r)) for r in transactions],
         "rss": rss,
         "targets": targets,
     }
@@ -723,7 +802,7 @@ def report(
     png_path = out_dir / "latest.png"
     problem = draw_chart(png_path, cells, delays, concs, title)
     md_path = out_dir / "latest.md"
-    md_path.write_text(markdown_report(args, meta, rows, ratios, rss, targets))
+    md_path.write_text(markdown_report(args, meta, rows, ratios, transactions, rss, targets))
     log()
     log("Wrote %s, %s%s" % (json_path, md_path, "" if problem else ", " + str(png_path)))
     if problem:
@@ -735,6 +814,7 @@ def markdown_report(
     meta: Dict[str, Any],
     rows: List[List[str]],
     ratios: List[List[str]],
+    transactions: List[List[str]],
     rss: Dict[str, Dict[str, Any]],
     targets: List[Dict[str, Any]],
 ) -> str:
@@ -763,6 +843,8 @@ def markdown_report(
         markdown_table(RATIO_HEADER, ratios),
         "",
     ]
+    if transactions:
+        lines += [markdown_table(TRANSACTION_HEADER, transactions), ""]
     for provider, r in rss.items():
         lines.append(
             "* RSS, %s, %d logins at C=50, D=0 after %d warm-up logins: %.1f → %.1f MB (%+.1f MB); "
