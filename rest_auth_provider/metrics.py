@@ -33,10 +33,17 @@ profile_writes = Counter(
     "Profile changes made from ma1sd's answer, by kind.",
     ["kind"],
 )
+profile_reads_skipped = Counter(
+    "rest_auth_provider_profile_reads_skipped_total",
+    "Profile reads skipped because a login within profile_recheck_interval found the same answer in step, by kind.",
+    ["kind"],
+)
 
 for _outcome in OUTCOMES:
     logins.labels(outcome=_outcome)
 for _kind in ("displayname", "threepid_add", "threepid_remove"):
     profile_writes.labels(kind=_kind)
+for _kind in ("displayname", "threepids"):
+    profile_reads_skipped.labels(kind=_kind)
 for _endpoint in ("check_credentials", "lookup"):
     backend_request_duration.labels(endpoint=_endpoint)

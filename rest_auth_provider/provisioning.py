@@ -84,6 +84,7 @@ class Provisioner:
 
     async def _sync_display_name(self, user_id: str, name: str) -> None:
         if self._memo.is_fresh(_DISPLAY_NAME, user_id, name):
+            metrics.profile_reads_skipped.labels(kind="displayname").inc()
             return
         current = await self._compat.get_displayname(user_id)
         if current != name:
@@ -110,6 +111,7 @@ class Provisioner:
             return  # nothing to add, nothing may be removed: no need to read
         confirmed = frozenset(wanted)
         if self._memo.is_fresh(_THREEPIDS, user_id, confirmed):
+            metrics.profile_reads_skipped.labels(kind="threepids").inc()
             return
         # An account this login has just created has no 3PIDs yet (the owner
         # check below still guards against a concurrent login adding one).

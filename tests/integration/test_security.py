@@ -237,4 +237,9 @@ def test_metrics_count_known_logins(secure: Homeserver) -> None:
     assert delta('rest_auth_provider_logins_total{outcome="backend_error"}') == 1
     assert delta("rest_auth_provider_registrations_total") == 1
     assert delta('rest_auth_provider_profile_writes_total{kind="threepid_add"}') == 1
+    # The second login found ma1sd's email confirmed by the first one
+    # (profile_recheck_interval at its default) and did not read the 3PIDs;
+    # display names are not refreshed at login by default, so none was skipped.
+    assert delta('rest_auth_provider_profile_reads_skipped_total{kind="threepids"}') == 1
+    assert delta('rest_auth_provider_profile_reads_skipped_total{kind="displayname"}') == 0
     assert delta('rest_auth_provider_ma1sd_request_duration_seconds_count{endpoint="check_credentials"}') == 4

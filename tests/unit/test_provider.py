@@ -6,6 +6,7 @@ from unittest.mock import Mock
 
 import pytest
 import pytest_twisted
+from prometheus_client import REGISTRY
 from synapse.module_api import ModuleApi
 
 from rest_auth_provider import RestAuthProvider
@@ -227,6 +228,13 @@ async def test_threepid_owned_by_someone_else_is_not_moved(synapse: FakeSynapse,
     assert synapse.accounts["@owner:example.org"].threepids == {("email", "shared@example.org")}
 
 
+def skipped_reads(kind: str) -> float:
+    """Returns rest_auth_provider_profile_reads_skipped_total{kind} so far."""
+    value = REGISTRY.get_sample_value("rest_auth_provider_profile_reads_skipped_total", {"kind": kind})
+    assert value is not None, "metric not registered"
+    return value
+
+
 @pytest_twisted.ensureDeferred
 async def test_first_login_adds_3pids_without_reading_the_new_account(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     ma1sd.add_user("@kim:example.org", PW, "Kim", emails=("kim@example.org",))
@@ -243,10 +251,12 @@ async def test_repeat_logins_skip_the_3pid_read_while_ma1sd_answers_the_same(
     account = synapse.add_account("@lea:example.org", "Lea")
     user = ma1sd.add_user("@lea:example.org", PW, "Lea", emails=("lea@example.org",))
     provider = make_provider(synapse, ma1sd)
+    skipped = skipped_reads("threepids")
     for _ in range(3):
         assert await provider.check_auth("lea", "m.login.password", {"password": PW}) == "@lea:example.org"
     assert account.threepids == {("email", "lea@example.org")}
     assert synapse.threepid_reads() == 1
+    assert skipped_reads("threepids") - skipped == 2
 
     # A new answer from ma1sd is applied at once.
     user.three_pids = [
@@ -301,10 +311,12 @@ async def test_login_profile_policy_skips_the_name_read_while_in_step(synapse: F
     account = synapse.add_account("@ned:example.org", "Old")
     user = ma1sd.add_user("@ned:example.org", PW, "Ned")
     provider = make_provider(synapse, ma1sd, policy={"login": {"profile": {"name": True}}})
+    skipped = skipped_reads("displayname")
     await provider.check_auth("ned", "m.login.password", {"password": PW})
     await provider.check_auth("ned", "m.login.password", {"password": PW})
     assert account.displayname == "Ned"
     assert synapse.displayname_reads() == 1
+    assert skipped_reads("displayname") - skipped == 1
     user.display_name = "Ned Flanders"
     await provider.check_auth("ned", "m.login.password", {"password": PW})
     assert account.displayname == "Ned Flanders"
