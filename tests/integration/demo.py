@@ -48,6 +48,9 @@ def main(argv: Any = None) -> int:
     server = SynapseServer(workdir, module_block(style, config), name="demo")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    # Ctrl-C must stop the demo even when it was started with SIGINT ignored
+    # (a shell starts background jobs that way, and Python then keeps it so).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         print("Starting Synapse (this takes a few seconds)...", flush=True)
         server.start()
