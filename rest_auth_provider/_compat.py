@@ -11,7 +11,7 @@ choices so that the start-up log (and the tests) show which branch runs.
 import inspect
 import logging
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from synapse.module_api import make_deferred_yieldable as _make_deferred_yieldable
 from twisted.internet import defer
@@ -44,6 +44,54 @@ def config_error(msg: str, path: Iterable[str]) -> Exception:
 def make_deferred_yieldable(d: "defer.Deferred[T]") -> "defer.Deferred[T]":
     """Returns ``d`` wrapped so that awaiting it keeps Synapse's log contexts right."""
     return _make_deferred_yieldable(d)  # type: ignore[no-any-return]
+
+
+def _claim_threepid_txn(txn: Any, user_id: str, medium: str, address: str, now_ms: int) -> bool:
+    """Inserts the 3PID for ``user_id`` unless the address has a row already;
+    returns True when this transaction inserted it."""
+    txn.execute(
+        "INSERT INTO user_threepids (user_id, medium, address, validated_at, added_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (medium, address) DO NOTHING",
+        (user_id, medium, address, now_ms, now_ms),
+    )
+    return bool(txn.rowcount == 1)
+
+
+class _DeactivationListeners:
+    """Synapse's replicated cache invalidation, used as a message: each
+    process registers this object as a module cache; when an account is
+    (de)activated anywhere, its ID is "invalidated" here on every process,
+    which tells the listeners to forget what they remembered about it."""
+
+    __name__ = "rest_auth_provider_deactivations"
+
+    def __init__(self) -> None:
+        self.listeners: List[Callable[[Optional[str]], None]] = []
+        self._apis: List[Any] = []
+
+    def registered_with(self, api: Any) -> bool:
+        """Returns True when ``api``'s homeserver already has this registered;
+        records it otherwise (a module listed twice registers once)."""
+        store = getattr(api, "_store", None)
+        if any(getattr(a, "_store", None) is store for a in self._apis):
+            return True
+        self._apis.append(api)
+        return False
+
+    def invalidate(self, keys: Iterable[Any]) -> None:
+        for user_id in keys:
+            for forget in self.listeners:
+                forget(str(user_id))
+
+    def invalidate_local(self, keys: Iterable[Any]) -> None:
+        self.invalidate(keys)
+
+    def invalidate_all(self) -> None:
+        for forget in self.listeners:
+            forget(None)
+
+
+_DEACTIVATIONS = _DeactivationListeners()
 
 
 def _field(entry: Any, name: str) -> str:
@@ -80,6 +128,24 @@ class SynapseCompat:
         worker = getattr(config, "worker", None)
         worker_app = getattr(worker, "worker_app", None) if worker is not None else getattr(config, "worker_app", None)
         return worker_app is None
+
+    def failed_login_limit(self) -> Optional[Tuple[float, float]]:
+        """Returns ``(per_second, burst_count)`` of Synapse's
+        ``rc_login.failed_attempts``, or None when it cannot be read."""
+        config = getattr(self._hs, "config", None)
+        for section in (getattr(config, "ratelimiting", None), config):  # 1.3x+: config.ratelimiting
+            settings = getattr(section, "rc_login_failed_attempts", None)
+            per_second = getattr(settings, "per_second", None)
+            burst_count = getattr(settings, "burst_count", None)
+            if isinstance(per_second, (int, float)) and isinstance(burst_count, (int, float)):
+                return float(per_second), float(burst_count)
+        return None
+
+    def is_exclusive_appservice_user(self, user_id: str) -> bool:
+        """Returns True when ``user_id`` lies in an application service's
+        exclusive user namespace (or is its sender): such IDs belong to the
+        appservice, never to a directory user."""
+        return any(service.is_exclusive_user(user_id) for service in self._store().get_app_services())
 
     def local_passwords_enabled(self) -> Optional[bool]:
         """Returns Synapse's ``password_config.localdb_enabled``, or None if unknown."""
@@ -169,10 +235,26 @@ class SynapseCompat:
         owner = await self._store().get_user_id_by_threepid(medium, address)
         return None if owner is None else str(owner)
 
-    async def add_threepid(self, user_id: str, medium: str, address: str) -> None:
-        """Adds a validated local 3PID through the auth handler (fires modules' callbacks)."""
+    async def add_threepid(self, user_id: str, medium: str, address: str) -> Tuple[bool, Optional[str]]:
+        """Adds a validated local 3PID unless an account owns it already.
+
+        Returns ``(True, None)`` when this call added it, else ``(False,
+        owner)``: the account that holds it (maybe ``user_id`` itself; None
+        if it was gone again by the time it was read). Synapse's own add is an
+        upsert that would move an address from its owner, so the address is
+        first claimed with one atomic insert: the table's unique index on
+        (medium, address) decides between concurrent logins on every worker.
+        Only the winner then goes through the auth handler, which stores the
+        same row again and fires modules' callbacks.
+        """
         now_ms = int(time.time() * 1000)
+        claimed = await self._api.run_db_interaction(
+            "rest_auth_provider_claim_threepid", _claim_threepid_txn, user_id, medium, address, now_ms
+        )
+        if not claimed:
+            return False, await self.get_threepid_owner(medium, address)
         await self._auth_handler().add_threepid(user_id, medium, address, now_ms)
+        return True, None
 
     def _delete_handler_usable(self) -> bool:
         handler = self._auth_handler()
@@ -190,6 +272,35 @@ class SynapseCompat:
             # Not AuthHandler.delete_threepid (<= 1.78): that one also unbinds
             # the address at identity servers.
             await self._store().user_delete_threepid(user_id, medium, address)
+
+    # -- deactivation -------------------------------------------------------
+
+    def watch_deactivations(self, forget: Callable[[Optional[str]], None]) -> bool:
+        """Makes ``forget(user_id)`` run on every process of this homeserver
+        whenever an account is deactivated or reactivated on any of them
+        (``forget(None)`` when Synapse asks to drop everything).
+
+        Returns False when this Synapse cannot tell (older than 1.69: no
+        ``on_user_deactivation_status_changed`` callback or no cache
+        invalidation across workers); nothing is registered then.
+        """
+        api = self._api
+        register = getattr(api, "register_third_party_rules_callbacks", None)
+        if register is None or not hasattr(api, "invalidate_cache") or not hasattr(api, "register_cached_function"):
+            return False
+        # The class's signature: a test double's bound method has none.
+        unbound = getattr(api.__class__, "register_third_party_rules_callbacks", register)
+        if "on_user_deactivation_status_changed" not in inspect.signature(unbound).parameters:
+            return False
+        _DEACTIVATIONS.listeners.append(forget)
+        if not _DEACTIVATIONS.registered_with(api):
+            api.register_cached_function(_DEACTIVATIONS)
+
+            async def changed(user_id: str, deactivated: bool, by_admin: bool) -> None:
+                await api.invalidate_cache(_DEACTIVATIONS, (user_id,))
+
+            register(on_user_deactivation_status_changed=changed)
+        return True
 
     # -- reporting --------------------------------------------------------
 
@@ -212,7 +323,7 @@ class SynapseCompat:
             "deactivation check": "ModuleApi.get_userinfo_by_id"
             if hasattr(api, "get_userinfo_by_id")
             else "store.get_user_deactivated_status",
-            "3PID add": "AuthHandler.add_threepid",
+            "3PID add": "claim by INSERT ... ON CONFLICT DO NOTHING, then AuthHandler.add_threepid",
             "3PID removal": "AuthHandler.delete_local_threepid"
             if self._delete_handler_usable()
             else "store.user_delete_threepid",

@@ -3,7 +3,9 @@
 Non-blocking (Twisted's Agent on Synapse's reactor), with one deadline per call
 that covers waiting for a free slot, connecting, TLS, headers and body; a cap
 on the reply size; a cap on concurrent requests; redirects never followed;
-TLS always verified. Request bodies are never logged: they hold passwords.
+TLS always verified; a request sent twice only when the first provably never
+left the client, or is an idempotent lookup. Request bodies are never logged:
+they hold passwords.
 """
 
 import json
@@ -15,7 +17,14 @@ from twisted.internet import defer, error, ssl
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web._newclient import RequestNotSent  # not exported by twisted.web.client
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseNeverReceived,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
@@ -23,7 +32,7 @@ from zope.interface import implementer
 
 from rest_auth_provider import __version__, metrics
 from rest_auth_provider._compat import make_deferred_yieldable
-from rest_auth_provider.config import ProviderConfig
+from rest_auth_provider.config import ProviderConfig, read_header_file
 from rest_auth_provider.response import (
     AuthReply,
     MalformedReply,
@@ -31,6 +40,7 @@ from rest_auth_provider.response import (
     parse_check_credentials,
     parse_lookup,
 )
+from rest_auth_provider.safetext import shown_url
 
 logger = logging.getLogger(__name__)
 
@@ -160,27 +170,39 @@ def _is_tls_failure(reason: Failure) -> bool:
     return bool(reason.check(SSL.Error))
 
 
-def _retryable(exc: BaseException, reused_connection: bool) -> bool:
-    """Returns True when the request failed on a kept-alive connection that
-    the server had already closed: then ma1sd never saw it, and sending it
-    again on a new connection is safe. A request that failed on a fresh
-    connection may have reached ma1sd and is never sent twice (a second
-    password check could count twice against an LDAP lockout policy)."""
-    if not reused_connection:
+def _retryable(exc: BaseException, method: bytes, reused_connection: bool) -> bool:
+    """Returns True when a failed request may be sent once more, on a new
+    connection.
+
+    A request is sent twice only when the first one provably never left the
+    client (Twisted's RequestNotSent: the connection was found closed before
+    anything was written), or when it is an idempotent GET (the 3PID lookup,
+    no password) that failed on a kept-alive connection the server had
+    closed. A POST that may have reached the server is never sent again: a
+    server that read a password check and then dropped the connection has
+    counted it, and a second check could count twice against an LDAP
+    lockout policy."""
+    if isinstance(exc, RequestNotSent):
+        return True
+    if method != b"GET" or not reused_connection:
         return False
-    name = type(exc).__name__
-    if name not in ("ResponseNeverReceived", "RequestTransmissionFailed"):
+    if not isinstance(exc, (ResponseNeverReceived, RequestTransmissionFailed)):
         return False
-    return not any(_is_tls_failure(r) for r in getattr(exc, "reasons", []))
+    return not any(_is_tls_failure(r) for r in exc.reasons)
 
 
 class _TrackingPool(HTTPConnectionPool):
-    """A connection pool that tells whether its last connection was new."""
+    """A connection pool that tells whether its last connection was new, and
+    hands out a new one when ``want_new`` is set (for the next call only)."""
 
     last_was_new = False
+    want_new = False
 
     def getConnection(self, key: Any, endpoint: Any) -> Any:
         self.last_was_new = False
+        if self.want_new:
+            self.want_new = False
+            return self._newConnection(key, endpoint)
         return super().getConnection(key, endpoint)
 
     def _newConnection(self, key: Any, endpoint: Any) -> Any:
@@ -226,8 +248,8 @@ class Ma1sdClient:
         for name, value in config.headers:
             self._headers[name.encode("ascii")] = [value.encode("utf-8")]
         for name, path in config.header_files:
-            value = _read_file(path).decode("utf-8").strip()
-            self._headers[name.encode("ascii")] = [value.encode("utf-8")]
+            # Read again here: the file may have changed since the config was checked.
+            self._headers[name.encode("ascii")] = [read_header_file(path).encode("ascii")]
 
     @property
     def in_flight(self) -> int:
@@ -278,7 +300,9 @@ class Ma1sdClient:
         try:
             status, headers, data = await make_deferred_yieldable(d)
         except Exception as e:
-            logger.debug("%s %s failed after %.0f ms: %r", method.decode(), url, self._elapsed_ms(started), e)
+            logger.debug(
+                "%s %s failed after %.0f ms: %r", method.decode(), shown_url(url), self._elapsed_ms(started), e
+            )
             if deadline.expired:
                 raise BackendError("no complete answer within %g s" % self._timeout) from None
             raise BackendError(_describe_failure(e, self._timeout)) from None
@@ -289,7 +313,7 @@ class Ma1sdClient:
         logger.debug(
             "%s %s -> HTTP %d, %d bytes in %.0f ms",
             method.decode(),
-            url,
+            shown_url(url),
             status,
             len(data),
             self._elapsed_ms(started),
@@ -301,7 +325,7 @@ class Ma1sdClient:
         status, headers, data = await self.request_raw(label, method, url, body)
         if 300 <= status < 400:
             location = headers.getRawHeaders(b"location", [b"?"])[0].decode("latin-1")
-            raise BackendError("HTTP %d redirect to %s not followed (check 'endpoint')" % (status, location[:200]))
+            raise BackendError("HTTP %d redirect to %s not followed (check 'endpoint')" % (status, shown_url(location)))
         if not 200 <= status < 300:
             raise BackendError("HTTP %d" % status)
         try:
@@ -319,22 +343,31 @@ class Ma1sdClient:
         try:
             for attempt in (1, 2):
                 try:
-                    return await self._request_once(method, url, body)
+                    return await self._request_once(method, url, body, new_connection=attempt == 2)
                 except _RequestFailed as e:
-                    if attempt == 2 or deadline.expired or not _retryable(e.cause, e.reused_connection):
+                    if attempt == 2 or deadline.expired or not _retryable(e.cause, method, e.reused_connection):
                         raise e.cause from None
+                    logger.debug("%s %s retried on a new connection: %r", method.decode(), shown_url(url), e.cause)
             raise AssertionError("unreachable")
         finally:
             self._slots.release()
 
-    async def _request_once(self, method: bytes, url: str, body: Optional[bytes]) -> Tuple[int, Headers, bytes]:
+    async def _request_once(
+        self, method: bytes, url: str, body: Optional[bytes], new_connection: bool = False
+    ) -> Tuple[int, Headers, bytes]:
+        """Returns (status, headers, body) of one exchange, on a new connection
+        if ``new_connection``; raises _RequestFailed when no reply arrived."""
         headers = Headers(dict(self._headers))
         producer = None
         if body is not None:
             headers.setRawHeaders(b"Content-Type", [b"application/json"])
             producer = cast(IBodyProducer, _BytesProducer(body))
         # The Agent picks the connection synchronously, so the pool knows now.
-        requested = self._agent.request(method, url.encode("ascii"), headers, producer)
+        self._pool.want_new = new_connection
+        try:
+            requested = self._agent.request(method, url.encode("ascii"), headers, producer)
+        finally:
+            self._pool.want_new = False
         reused = not self._pool.last_was_new
         try:
             response: Any = await requested

@@ -5,12 +5,12 @@ default. Unknown keys and wrong types are errors that name the key's path, so
 a typo stops Synapse at start instead of being silently ignored.
 """
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from rest_auth_provider._compat import config_error
+from rest_auth_provider.safetext import printable, redact_url, shown_url
 
 CHECK_CREDENTIALS_PATH = "/_matrix-internal/identity/v1/check_credentials"
 DEFAULT_LOOKUP_PATH = "/_matrix/identity/api/v1/lookup"
@@ -84,8 +84,8 @@ class ProviderConfig:
         Header values are replaced by a placeholder: they usually hold secrets.
         """
         return {
-            "endpoint": self.endpoint,
-            "check_credentials_url": self.check_credentials_url,
+            "endpoint": redact_url(self.endpoint),
+            "check_credentials_url": redact_url(self.check_credentials_url),
             "timeout": self.timeout,
             "max_response_size": self.max_response_size,
             "max_concurrent_requests": self.max_concurrent_requests,
@@ -190,7 +190,7 @@ class _Section:
         section = self.section(key)
         pairs: List[Tuple[str, str]] = []
         for name, value in section._raw.items():
-            path = section._path + (str(name),)
+            path = section._path + (printable(str(name)),)
             section._seen.append(name)
             if not isinstance(name, str) or not _is_token(name):
                 raise config_error("not a valid HTTP header name", path)
@@ -207,7 +207,9 @@ class _Section:
         """Raises a ConfigError naming the first key that was never read."""
         for key in self._raw:
             if key not in self._seen:
-                raise config_error("unknown key (check its spelling and indentation)", self._path + (str(key),))
+                raise config_error(
+                    "unknown key (check its spelling and indentation)", self._path + (printable(str(key)),)
+                )
 
 
 def _is_token(name: str) -> bool:
@@ -219,7 +221,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean (%s)" % ("true" if value else "false")
     if isinstance(value, str):
-        return "a string (%r)" % (value if len(value) <= 40 else value[:37] + "...")
+        return "a string ('%s')" % printable(value, 40)
     if isinstance(value, (int, float)):
         return "a number (%r)" % (value,)
     if isinstance(value, Mapping):
@@ -229,38 +231,102 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-_USERINFO = re.compile(r"^([^:/?#]*://)[^/?#]*@")
-
-
-def _shown(url: str) -> str:
-    """Returns ``url`` fit for an error message: credentials in it replaced by ``***``."""
-    return repr(_USERINFO.sub(r"\1***@", url))
+def _quoted(url: str) -> str:
+    """Returns ``url`` quoted, fit for an error message: credentials redacted, control characters escaped."""
+    return "'%s'" % shown_url(url)
 
 
 def _endpoint(value: Optional[str]) -> str:
     path = ("endpoint",)
     if value is None:
         raise config_error("required: the base URL of ma1sd, e.g. http://ma1sd:8090", path)
+    # First of all, so that no later message can show a password (which may
+    # hold '#', '?', '/' or '@' and so fool any URL parser).
+    if "@" in value:
+        raise config_error(
+            "credentials in the URL (user:password@) are not supported; use 'headers' or 'header_files'", path
+        )
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise config_error("the URL contains white space or control characters: %s" % (_shown(value),), path)
+        raise config_error("the URL contains white space or control characters: %s" % _quoted(value), path)
+    if not value.isascii():
+        raise config_error("the URL contains non-ASCII characters: %s" % _ascii_hint(value), path)
     if "?" in value or "#" in value:
-        raise config_error("the URL must not have a query or fragment: %s" % (_shown(value),), path)
+        raise config_error("the URL must not have a query or fragment: %s" % _quoted(value), path)
     try:
         parts = urlsplit(value)
     except ValueError as e:
-        raise config_error("not a valid URL (%s): %s" % (e, _shown(value)), path) from None
+        raise config_error("not a valid URL (%s): %s" % (e, _quoted(value)), path) from None
     if parts.scheme not in ("http", "https"):
-        raise config_error("expected an http:// or https:// URL, got %s" % (_shown(value),), path)
+        raise config_error("expected an http:// or https:// URL, got %s" % _quoted(value), path)
     if not parts.hostname:
-        raise config_error("the URL has no host name: %s" % (_shown(value),), path)
+        raise config_error("the URL has no host name: %s" % _quoted(value), path)
     if parts.query or parts.fragment:
-        raise config_error("the URL must not have a query or fragment: %s" % (_shown(value),), path)
-    if parts.username or parts.password:
-        raise config_error("credentials in the URL are not supported; use 'headers' or 'header_files'", path)
+        raise config_error("the URL must not have a query or fragment: %s" % _quoted(value), path)
     try:
         _ = parts.port
     except ValueError:
-        raise config_error("the URL has an invalid port: %s" % (_shown(value),), path) from None
+        raise config_error("the URL has an invalid port: %s" % _quoted(value), path) from None
+    return value
+
+
+def _ascii_hint(url: str) -> str:
+    """Returns how to write ``url`` in ASCII: its host name in punycode, when
+    that is where the non-ASCII characters are and the name can be encoded."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if host and not host.isascii() and parts.path.isascii():
+            ascii_host = host.encode("idna").decode("ascii")
+            netloc = parts.netloc.lower().replace(host, ascii_host, 1)
+            return "%s; write the host name in its ASCII (punycode) form: '%s'" % (
+                _quoted(url),
+                shown_url(parts._replace(netloc=netloc).geturl()),
+            )
+    except (ValueError, UnicodeError):
+        pass
+    return "%s; use the ASCII form: the host name in punycode (xn--...), the path percent-encoded" % _quoted(url)
+
+
+def _lookup_path(value: str) -> str:
+    path = ("threepid_login", "lookup_path")
+    shown = "'%s'" % printable(value)
+    if not value.startswith("/"):
+        raise config_error("expected a path starting with '/', got %s" % shown, path)
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise config_error("the path contains white space or control characters: %s" % shown, path)
+    if not value.isascii():
+        raise config_error("the path contains non-ASCII characters (percent-encode them): %s" % shown, path)
+    if "?" in value or "#" in value:
+        raise config_error("the path must not have a query or fragment ('?' or '#'): %s" % shown, path)
+    return value
+
+
+def read_header_file(path: str) -> str:
+    """Returns the header value held in the file at ``path``: its one line,
+    without the line break at its end and without surrounding spaces or tabs.
+
+    Raises ValueError, with a message that never shows the file's content,
+    when the file cannot be read, is empty, has more than one line, or holds
+    anything but printable ASCII characters and tabs.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError("cannot read %s (%s)" % (printable(path), e.strerror or type(e).__name__)) from None
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    if b"\n" in data or b"\r" in data:
+        raise ValueError("%s has more than one line; a header value is one line" % printable(path))
+    if any(byte < 0x20 and byte != 0x09 or byte == 0x7F for byte in data):
+        raise ValueError("%s holds control characters" % printable(path))
+    if any(byte > 0x7F for byte in data):
+        raise ValueError("%s holds non-ASCII characters; a header value must be ASCII" % printable(path))
+    value = data.decode("ascii").strip(" \t")
+    if not value:
+        raise ValueError("%s is empty" % printable(path))
     return value
 
 
@@ -294,12 +360,16 @@ def parse_config(raw: Any) -> ProviderConfig:
     duplicated = {n.lower() for n, _ in headers} & {n.lower() for n, _ in header_files}
     if duplicated:
         raise config_error("header set twice: %s" % ", ".join(sorted(duplicated)), ("header_files",))
+    for name, file_path in header_files:
+        try:
+            read_header_file(file_path)
+        except ValueError as e:
+            raise config_error(str(e), ("header_files", name)) from None
 
     login_section = top.section("threepid_login")
     lookup_path = login_section.string("lookup_path", DEFAULT_LOOKUP_PATH)
     assert lookup_path is not None
-    if not lookup_path.startswith("/") or "?" in lookup_path:
-        raise config_error("expected a path starting with '/' and without a query", ("threepid_login", "lookup_path"))
+    lookup_path = _lookup_path(lookup_path)
     threepid_login = ThreepidLoginConfig(enabled=login_section.boolean("enabled", True), lookup_path=lookup_path)
     login_section.finish()
 

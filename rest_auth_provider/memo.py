@@ -6,14 +6,16 @@ the next logins of that user *on the same process* that get the very same
 answer from ma1sd can skip the read for ``profile_recheck_interval`` seconds.
 A different answer from ma1sd is never skipped, so ma1sd's changes reach the
 account at once; only changes made inside Synapse behind the module's back
-(a user deleting a 3PID ma1sd lists, say) wait up to that interval. A login
-refused because the account is deactivated forgets the user, since Synapse
-drops the 3PIDs of a deactivated account.
+(a user deleting a 3PID ma1sd lists, say) wait up to that interval. Synapse
+drops the 3PIDs of a deactivated account, so every process forgets a user
+when the account is deactivated or reactivated anywhere (the provider wires
+:meth:`SyncMemo.forget_user` to Synapse's replicated notice, and uses no
+memory at all on a Synapse that cannot give that notice).
 """
 
 import time
 from collections import OrderedDict
-from typing import Callable, Hashable, Tuple
+from typing import Callable, Hashable, Optional, Tuple
 
 DEFAULT_MAX_ENTRIES = 10000
 
@@ -63,3 +65,11 @@ class SyncMemo:
     def forget(self, kind: str, user_id: str) -> None:
         """Drops what is known about this user, so the next login reads again."""
         self._entries.pop((kind, user_id), None)
+
+    def forget_user(self, user_id: Optional[str]) -> None:
+        """Drops everything known about ``user_id``; about everyone when None."""
+        if user_id is None:
+            self._entries.clear()
+            return
+        for key in [k for k in self._entries if k[1] == user_id]:
+            del self._entries[key]

@@ -19,15 +19,23 @@ from rest_auth_provider import __version__, metrics
 from rest_auth_provider._compat import SynapseCompat, config_error
 from rest_auth_provider.client import BackendError, Ma1sdClient
 from rest_auth_provider.config import ProviderConfig, parse_config
+from rest_auth_provider.limiter import FailureLimiter
 from rest_auth_provider.memo import SyncMemo
 from rest_auth_provider.provisioning import Provisioner
 from rest_auth_provider.response import canonical_threepid
+from rest_auth_provider.safetext import printable
 from rest_auth_provider.users import LocalRefusal, parse_login_name
 
 logger = logging.getLogger(__name__)
 
 PASSWORD_LOGIN = "m.login.password"
 PASSWORD_FIELDS = ("password",)
+
+# Longer passwords are refused without asking the backend: no directory
+# needs more, and an 8 MB password would otherwise become an 8 MB request.
+MAX_PASSWORD_BYTES = 1024
+# Synapse's own defaults for rc_login.failed_attempts, used if it has none.
+DEFAULT_FAILED_ATTEMPTS = (0.17, 3.0)
 
 CheckAuthResult = Optional[Tuple[str, None]]
 
@@ -48,7 +56,15 @@ class RestAuthProvider:
         self._config = config
         self._compat = SynapseCompat(api)
         self._client = Ma1sdClient(config)
-        self._provisioner = Provisioner(api, self._compat, config.policy, SyncMemo(config.profile_recheck_interval))
+        per_second, burst_count = self._compat.failed_login_limit() or DEFAULT_FAILED_ATTEMPTS
+        self._failures = FailureLimiter(per_second, burst_count)
+        memo = SyncMemo(config.profile_recheck_interval)
+        # What a login found in step is only remembered where every process
+        # hears of deactivations: Synapse drops a deactivated account's 3PIDs.
+        self._memo_active = config.profile_recheck_interval > 0 and self._compat.watch_deactivations(memo.forget_user)
+        if not self._memo_active:
+            memo = SyncMemo(0)
+        self._provisioner = Provisioner(api, self._compat, config.policy, memo)
 
         if self._style == "modules":
             if not hasattr(api, "register_password_auth_provider_callbacks"):
@@ -80,6 +96,11 @@ class RestAuthProvider:
                 "password_config.localdb_enabled is true (Synapse's default): users can give themselves a "
                 "local Synapse password that keeps working after ma1sd refuses them. Where ma1sd is the only "
                 "source of passwords, set password_config: {localdb_enabled: false} (see docs/security.md)"
+            )
+        if config.profile_recheck_interval > 0 and not self._memo_active:
+            logger.info(
+                "profile_recheck_interval has no effect on this Synapse (it needs 1.69 or later to hear of "
+                "deactivations on every process): every login reads the profile"
             )
         if not config.policy.registration_enforce_lowercase:
             logger.info(
@@ -136,12 +157,14 @@ class RestAuthProvider:
             logger.exception("Login refused: unexpected error in rest_auth_provider")
             return None
 
-    async def _authenticate(self, username: Any, password: Any) -> Optional[str]:
+    async def _authenticate(self, username: Any, password: Any, threepid: Optional[Tuple[str, str]] = None) -> Optional[str]:
         # An empty password is never sent: many LDAP servers treat a bind
         # with an empty password as an anonymous bind that "succeeds"
         # (RFC 4513, section 5.1.2).
         if not isinstance(password, str) or not password:
             return self._refuse_locally(username, "empty or missing password")
+        if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+            return self._refuse_locally(username, "password longer than %d bytes" % MAX_PASSWORD_BYTES)
         try:
             name = parse_login_name(username, self._compat.server_name)
         except LocalRefusal as e:
@@ -154,6 +177,14 @@ class RestAuthProvider:
             self._provisioner.forget(existing)
             return self._refuse_locally(existing, "the account is deactivated")
         user_id = existing if existing is not None else name.user_id
+        if self._compat.is_exclusive_appservice_user(user_id) or self._compat.is_exclusive_appservice_user(
+            name.user_id
+        ):
+            return self._refuse_locally(user_id, "the user ID is in an application service's exclusive namespace")
+        # Failed attempts count against the account whatever spelling was typed.
+        keys = [("user", user_id.lower())] + ([("3pid",) + threepid] if threepid is not None else [])
+        if not all(self._failures.allows(key) for key in keys):
+            return self._refuse_locally(user_id, "too many failed attempts (rc_login.failed_attempts)")
 
         try:
             reply = await self._client.check_credentials(user_id, password)
@@ -162,6 +193,8 @@ class RestAuthProvider:
             logger.warning("Login refused for %s: ma1sd at %s failed: %s", user_id, self._config.endpoint, e)
             return None
         if not reply.success:
+            for key in keys:
+                self._failures.record_failure(key)
             metrics.logins.labels(outcome=metrics.BAD_CREDENTIALS).inc()
             logger.info("Login refused for %s: ma1sd rejected the credentials", user_id)
             return None
@@ -181,8 +214,7 @@ class RestAuthProvider:
     def _refuse_locally(self, who: Any, reason: str) -> Optional[str]:
         """Logs and counts a login refused without asking ma1sd; returns None."""
         metrics.logins.labels(outcome=metrics.REFUSED_LOCALLY).inc()
-        shown = who if isinstance(who, str) else type(who).__name__
-        logger.info("Login refused for %r without asking ma1sd: %s", shown[:100], reason)
+        logger.info("Login refused for %s without asking ma1sd: %s", printable(who, 100), reason)
         return None
 
     async def authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Optional[str]:
@@ -203,12 +235,17 @@ class RestAuthProvider:
         if canonical is None:
             return None
         medium, address = canonical
-        if await self._compat.get_threepid_owner(medium, address) is not None:
-            # Synapse resolves addresses it knows itself, then calls
-            # check_auth with the owner's ID.
-            return None
+        shown = "%s %s" % (medium, printable(address, 100))
         if not isinstance(password, str) or not password:
-            return self._refuse_locally("%s %s" % (medium, address), "empty or missing password")
+            return self._refuse_locally(shown, "empty or missing password")
+        owner = await self._compat.get_threepid_owner(medium, address)
+        if owner is not None:
+            # Synapse looks up the address only as typed; a phone number
+            # spelled another way reaches us. The account holding the
+            # canonical number is the one this login names.
+            return await self._authenticate(owner, password, canonical)
+        if not self._failures.allows(("3pid",) + canonical):
+            return self._refuse_locally(shown, "too many failed attempts (rc_login.failed_attempts)")
         try:
             mxid = await self._client.lookup_threepid(medium, address)
         except BackendError as e:
@@ -216,9 +253,10 @@ class RestAuthProvider:
             logger.warning("Login by %s refused: ma1sd lookup at %s failed: %s", medium, self._config.endpoint, e)
             return None
         if mxid is None:
+            self._failures.record_failure(("3pid",) + canonical)
             metrics.logins.labels(outcome=metrics.BAD_CREDENTIALS).inc()
-            logger.info("Login by %s %s refused: ma1sd knows no user for it", medium, address)
+            logger.info("Login by %s refused: ma1sd knows no user for it", shown)
             return None
         if not mxid.startswith("@"):
             return self._refuse_locally(mxid, "ma1sd's lookup answered something that is not a user ID")
-        return await self._authenticate(mxid, password)
+        return await self._authenticate(mxid, password, canonical)

@@ -18,7 +18,8 @@ from rest_auth_provider import metrics
 from rest_auth_provider._compat import SynapseCompat
 from rest_auth_provider.config import PolicyConfig
 from rest_auth_provider.memo import SyncMemo
-from rest_auth_provider.response import AuthReply, canonical_threepid
+from rest_auth_provider.response import AuthReply, canonical_threepid, untrusted_threepid_reason
+from rest_auth_provider.safetext import printable
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,7 @@ class Provisioner:
     def forget(self, user_id: str) -> None:
         """Makes the next login of ``user_id`` read the profile again (used when
         the account was found deactivated: Synapse drops its 3PIDs then)."""
-        self._memo.forget(_DISPLAY_NAME, user_id)
-        self._memo.forget(_THREEPIDS, user_id)
+        self._memo.forget_user(user_id)
 
     async def sync(self, user_id: str, reply: AuthReply, new_account: bool) -> None:
         """Applies ma1sd's profile to the account as the policies say.
@@ -96,14 +96,25 @@ class Provisioner:
     async def _sync_threepids(self, user_id: str, reply: AuthReply, new_account: bool) -> None:
         assert reply.three_pids is not None
         wanted: Set[Tuple[str, str]] = set()
+        in_step = True
         for pid in reply.three_pids:
             canonical = canonical_threepid(pid.medium, pid.address)
             if canonical is None:
                 logger.info(
-                    "Ignoring a 3PID of medium %r from ma1sd for %s: only email and msisdn are kept",
-                    pid.medium,
+                    "Ignoring a 3PID of medium '%s' from ma1sd for %s: only email and msisdn are kept, "
+                    "and only usable addresses",
+                    printable(pid.medium, 40),
                     user_id,
                 )
+                continue
+            untrusted = untrusted_threepid_reason(pid.medium, pid.address)
+            if untrusted is not None:
+                # ma1sd's list proves nothing about the mailbox: an address that
+                # only becomes canonical by Unicode folding may be someone else's.
+                logger.warning(
+                    "Not adding %s %s to %s: %s", pid.medium, printable(pid.address, 100), user_id, untrusted
+                )
+                in_step = False
                 continue
             wanted.add(canonical)
 
@@ -113,36 +124,34 @@ class Provisioner:
         if self._memo.is_fresh(_THREEPIDS, user_id, confirmed):
             metrics.profile_reads_skipped.labels(kind="threepids").inc()
             return
-        # An account this login has just created has no 3PIDs yet (the owner
-        # check below still guards against a concurrent login adding one).
+        # An account this login has just created has no 3PIDs yet (the atomic
+        # claim below still guards against a concurrent login adding one).
         stored = [] if new_account else await self._compat.get_threepids(user_id)
         have = {canonical_threepid(m, a) or (m, a): (m, a) for m, a in stored}
 
-        in_step = True
         for medium, address in sorted(wanted - set(have)):
-            owner = await self._compat.get_threepid_owner(medium, address)
-            if owner is not None and owner != user_id:
+            added, owner = await self._compat.add_threepid(user_id, medium, address)
+            if added:
+                metrics.profile_writes.labels(kind="threepid_add").inc()
+                logger.info("Added the %s %s to %s from ma1sd", medium, printable(address, 100), user_id)
+            elif owner != user_id:
                 logger.warning(
                     "Not adding %s %s to %s: it already belongs to %s",
                     medium,
-                    address,
+                    printable(address, 100),
                     user_id,
-                    owner,
+                    owner or "another account",
                 )
                 in_step = False
-                continue
-            if owner == user_id:
-                continue
-            await self._compat.add_threepid(user_id, medium, address)
-            metrics.profile_writes.labels(kind="threepid_add").inc()
-            logger.info("Added the %s %s to %s from ma1sd", medium, address, user_id)
 
         if self._policy.threepid_replace:
             for key in sorted(set(have) - wanted):
                 medium, address = have[key]
                 await self._compat.delete_threepid(user_id, medium, address)
                 metrics.profile_writes.labels(kind="threepid_remove").inc()
-                logger.info("Removed the %s %s from %s: ma1sd no longer lists it", medium, address, user_id)
+                logger.info(
+                    "Removed the %s %s from %s: ma1sd no longer lists it", medium, printable(address, 100), user_id
+                )
         if in_step:
             # A 3PID held by another account is not remembered, so that its
             # WARNING shows at every login until someone resolves it.

@@ -12,8 +12,13 @@ A ``check_credentials`` reply looks like::
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+import phonenumbers
+
+from rest_auth_provider.safetext import printable
 
 MAX_DISPLAYNAME_LENGTH = 256  # Synapse refuses longer display names.
 SUPPORTED_MEDIA = ("email", "msisdn")
@@ -51,9 +56,23 @@ def decode_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise MalformedReply("reply is not UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(
+            text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except (ValueError, RecursionError):
         raise MalformedReply("reply is not JSON") from None
+
+
+def _unique_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """Returns the object made of ``pairs``; raises MalformedReply when a key
+    repeats (JSON leaves that undefined: "last wins" would let a second
+    ``"success": true`` override a ``false``)."""
+    value: Dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise MalformedReply("reply has a duplicate key '%s'" % printable(key, 50))
+        value[key] = item
+    return value
 
 
 def _refuse_constant(name: str) -> Any:
@@ -119,15 +138,46 @@ def parse_check_credentials(value: Any) -> AuthReply:
 
 
 def _display_name(value: Any, where: str) -> Optional[str]:
-    """Returns a usable display name, or None when absent, null or blank."""
+    """Returns a usable display name, or None when absent, null or blank
+    (also once cleaned, see clean_display_name)."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise MalformedReply("'%s' is %s, not a string" % (where, _describe(value)))
-    value = value.strip()
-    if not value:
-        return None
-    return value[:MAX_DISPLAYNAME_LENGTH]
+    return clean_display_name(value)
+
+
+# Line and paragraph breaks that are not category Cc become a space, as do
+# the whitespace controls (tab, LF, VT, FF, CR, NEL).
+_BREAKS_TO_SPACE = frozenset("\t\n\v\f\r\x85\u2028\u2029")
+# Bidi embeddings, overrides (U+202A-U+202E) and isolates (U+2066-U+2069):
+# they reorder the text around a name wherever it is shown.
+_BIDI_CONTROLS = frozenset(chr(c) for c in list(range(0x202A, 0x202F)) + list(range(0x2066, 0x206A)))
+_REMOVED_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
+
+
+def clean_display_name(value: str) -> Optional[str]:
+    """Returns ``value`` as a display name Synapse can store and clients can
+    show safely, or None when nothing is left of it.
+
+    Control characters (Unicode category Cc), lone surrogates (Cs), line and
+    paragraph separators (Zl, Zp) and the bidi embedding, override and isolate
+    controls are removed, except that whitespace controls and line breaks
+    become a space; runs of whitespace become one space; the result is
+    stripped and cut to MAX_DISPLAYNAME_LENGTH characters. Everything else
+    (accents, CJK, right-to-left letters, emoji with zero-width joiners) is
+    kept.
+    """
+    kept = []
+    for c in value:
+        if c in _BREAKS_TO_SPACE:
+            kept.append(" ")
+        elif c in _BIDI_CONTROLS or unicodedata.category(c) in _REMOVED_CATEGORIES:
+            continue
+        else:
+            kept.append(c)
+    name = " ".join("".join(kept).split())[:MAX_DISPLAYNAME_LENGTH].rstrip()
+    return name or None
 
 
 def _three_pid(entry: Any, index: int) -> ThreePid:
@@ -156,15 +206,23 @@ def parse_lookup(value: Any) -> Optional[str]:
     return mxid
 
 
-_NON_DIGITS = re.compile(r"[^0-9]")
-_PHONE_CHARS = re.compile(r"[0-9+()./ -]+")
+# What a phone number may be written with: an optional leading "+", then ASCII
+# digits and the usual separators (no letters: "ext 9", "x9" or "#9" would be
+# read as an extension, which an msisdn has not).
+_PHONE_TEXT = re.compile(r"\+?[0-9()./ -]*[0-9][0-9()./ -]*")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def canonical_threepid(medium: str, address: str) -> Optional[Tuple[str, str]]:
     """Returns (medium, address) in the form Synapse stores, or None when the
     medium is not one Synapse keeps locally or the address is unusable.
 
-    Emails: local part casefolded, domain lowercased. Phone numbers: digits only.
+    Emails: local part casefolded, domain lowercased (as Synapse does).
+    Phone numbers: the international number in E.164 without the "+", as
+    Synapse's phone_number_to_msisdn makes it (``+44 (0) 7700 900999`` and
+    ``0044 7700 900999`` give ``447700900999``); text without a "+" or "00"
+    is read as digits that start with the country code; None unless the
+    phonenumbers library parses it as a possible number.
     """
     medium = medium.lower()
     if medium == "email":
@@ -176,10 +234,48 @@ def canonical_threepid(medium: str, address: str) -> Optional[Tuple[str, str]]:
             return None
         return medium, "%s@%s" % (local.casefold(), domain.lower())
     if medium == "msisdn":
-        if not _PHONE_CHARS.fullmatch(address.strip()):
-            return None
-        digits = _NON_DIGITS.sub("", address)
-        if not digits or len(digits) > 20:
-            return None
-        return medium, digits
+        msisdn = _msisdn(address)
+        return None if msisdn is None else (medium, msisdn)
+    return None
+
+
+def _msisdn(text: str) -> Optional[str]:
+    """Returns the E.164 digits of the phone number ``text``, or None when it
+    is not a possible international number."""
+    text = text.strip()
+    if not _PHONE_TEXT.fullmatch(text):
+        return None
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    elif not text.startswith("+"):
+        text = "+" + text
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if number.extension or not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+
+
+def untrusted_threepid_reason(medium: str, address: str) -> Optional[str]:
+    """Returns why a 3PID that ma1sd listed must not be stored, or None when
+    it may be (or is not an email).
+
+    An email address is stored only when ma1sd's text already is the address
+    Synapse would store, up to ASCII case: ``ſam@example.org``, ``boß@...``
+    or a Kelvin sign in the domain fold to someone else's address, and ma1sd
+    listing an address proves nothing about who owns the mailbox. Addresses
+    with invisible or control characters are refused too.
+    """
+    if medium.strip().lower() != "email":
+        return None
+    canonical = canonical_threepid("email", address)
+    if canonical is None:
+        return "is not an email address"
+    sent = address.strip()
+    if not sent.isprintable():
+        return "holds a control or invisible character"
+    if canonical[1] != sent.translate(_ASCII_LOWER):
+        return "folds to %s, which is not the address as sent" % printable(canonical[1])
     return None

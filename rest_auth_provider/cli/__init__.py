@@ -50,6 +50,7 @@ from rest_auth_provider.cli.report import (
     Report,
 )
 from rest_auth_provider.cli.user import resolve_user
+from rest_auth_provider.safetext import printable
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -57,7 +58,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, "%s: error: %s\n" % (self.prog, message))
+        self.exit(EXIT_USAGE, "%s: error: %s\n" % (self.prog, printable(message, 1000)))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import yaml
 from rest_auth_provider.cli.report import OK, WARN, Report, exception_text
 from rest_auth_provider.client import Ma1sdClient
 from rest_auth_provider.config import ProviderConfig, parse_config
+from rest_auth_provider.safetext import printable
 
 MODULE_NAME = "rest_auth_provider.RestAuthProvider"
 SECTIONS = ("modules", "password_providers")
@@ -45,25 +46,26 @@ def load_config_files(files: Sequence[str], report: Report) -> Dict[str, Any]:
         raise ConfigFailure("no config file found (a directory given with -c holds no *.yaml file?)")
     merged: Dict[str, Any] = {}
     for path in files:
+        shown = printable(path)
         try:
             with open(path, encoding="utf-8") as f:
                 document = yaml.safe_load(f)
         except OSError as e:
-            raise ConfigFailure("%s: cannot read it (%s)" % (path, e.strerror or e)) from None
+            raise ConfigFailure("%s: cannot read it (%s)" % (shown, printable(e.strerror or str(e)))) from None
         except UnicodeDecodeError:
-            raise ConfigFailure("%s: not UTF-8 text" % path) from None
+            raise ConfigFailure("%s: not UTF-8 text" % shown) from None
         except yaml.YAMLError as e:
             # Only the problem and its position: YAML's snippet of the line could show a secret.
             mark = getattr(e, "problem_mark", None)
             where = " at line %d, column %d" % (mark.line + 1, mark.column + 1) if mark is not None else ""
             problem = getattr(e, "problem", None) or type(e).__name__
-            raise ConfigFailure("%s: not valid YAML%s: %s" % (path, where, problem)) from None
+            raise ConfigFailure("%s: not valid YAML%s: %s" % (shown, where, printable(str(problem)))) from None
         report.data["config_files"].append(path)
         if not isinstance(document, dict):
-            report.line(WARN, "config", "%s: empty or not a mapping; Synapse ignores it too" % path)
+            report.line(WARN, "config", "%s: empty or not a mapping; Synapse ignores it too" % shown)
             continue
         report.line(
-            OK, "config", "%s: read (%d top-level key%s)" % (path, len(document), "" if len(document) == 1 else "s")
+            OK, "config", "%s: read (%d top-level key%s)" % (shown, len(document), "" if len(document) == 1 else "s")
         )
         merged.update(document)
     return merged
@@ -152,11 +154,12 @@ def load_and_validate(paths: Sequence[str], report: Report) -> Tuple[Dict[str, A
             WARN,
             "module",
             "the installed Synapse %s is older than 1.46 and cannot load it from 'modules:'; "
-            "use 'password_providers:'" % synapse_version,
+            "use 'password_providers:'" % printable(synapse_version),
         )
     try:
         config = parse_config(block.get("config"))
     except Exception as e:
+        # parse_config's messages show the config's values and keys escaped already.
         path, message = config_error_location(e)
         raise ConfigFailure("%s.%s: %s" % (name, path, message)) from None
     try:
@@ -167,7 +170,8 @@ def load_and_validate(paths: Sequence[str], report: Report) -> Tuple[Dict[str, A
     settings = config.describe()
     report.data["settings"] = settings
     for key, value in _flatten(settings):
-        report.line("", "setting", "%s = %s" % (key, json.dumps(value)))
+        # json.dumps escapes control characters (and all non-ASCII) in values.
+        report.line("", "setting", "%s = %s" % (printable(key), json.dumps(value, ensure_ascii=True)))
 
     server_name = merged.get("server_name")
     if isinstance(server_name, str) and server_name:

@@ -12,6 +12,7 @@ from rest_auth_provider.cli.user import check_user
 from rest_auth_provider.client import BackendError, Ma1sdClient
 from rest_auth_provider.config import ProviderConfig
 from rest_auth_provider.response import MalformedReply, decode_json, parse_check_credentials
+from rest_auth_provider.safetext import printable, redact_url, shown_url
 
 # A user that cannot exist anywhere (".invalid" is reserved, RFC 2606) and a
 # password that is no one's secret: the probe asks ma1sd about them.
@@ -20,20 +21,27 @@ PROBE_PASSWORD = "x"
 
 
 def classify_probe_reply(status: int, body: bytes) -> Tuple[bool, str, Optional[str]]:
-    """Returns (looks like ma1sd, explanation, errcode) for the reply to the probe user."""
+    """Returns (looks like ma1sd, explanation, errcode) for the reply to the probe user.
+
+    The explanation shows what came from the reply escaped (see ``printable``);
+    errcode is as the reply had it."""
     if 300 <= status < 400:
         return False, "HTTP %d redirect, never followed: point 'endpoint' at the final URL" % status, None
     try:
         value = decode_json(body)
     except MalformedReply as e:
-        return False, "HTTP %d, %s: not ma1sd (wrong 'endpoint', or a proxy's error page?)" % (status, e), None
+        return (
+            False,
+            "HTTP %d, %s: not ma1sd (wrong 'endpoint', or a proxy's error page?)" % (status, printable(str(e))),
+            None,
+        )
     errcode = value.get("errcode") if isinstance(value, dict) else None
     errcode = errcode if isinstance(errcode, str) else None
     if 200 <= status < 300:
         try:
             reply = parse_check_credentials(value)
         except MalformedReply as e:
-            return False, "HTTP %d, JSON but not a check_credentials reply: %s" % (status, e), errcode
+            return False, "HTTP %d, JSON but not a check_credentials reply: %s" % (status, printable(str(e))), errcode
         if reply.success:
             return (
                 False,
@@ -45,7 +53,7 @@ def classify_probe_reply(status: int, body: bytes) -> Tuple[bool, str, Optional[
     if status == 400 and errcode is not None:
         return (
             True,
-            "HTTP 400 %s, ma1sd's answer to an invalid user ID (expected for the probe user)" % errcode,
+            "HTTP 400 %s, ma1sd's answer to an invalid user ID (expected for the probe user)" % printable(errcode),
             errcode,
         )
     hint = {
@@ -53,7 +61,7 @@ def classify_probe_reply(status: int, body: bytes) -> Tuple[bool, str, Optional[
         403: ": check 'headers' / 'header_files'",
         404: ": check 'endpoint' (path prefix?)",
     }.get(status, "")
-    shown = " %s" % errcode if errcode else ""
+    shown = " %s" % printable(errcode) if errcode else ""
     return False, "HTTP %d%s, not a check_credentials answer%s" % (status, shown, hint), errcode
 
 
@@ -70,26 +78,27 @@ async def _post(client: Ma1sdClient, url: str, body: bytes) -> Tuple[int, bytes]
 async def probe_http(client: Ma1sdClient, reactor: Any, config: ProviderConfig, report: Report) -> bool:
     """Returns True when the check_credentials URL answers the probe user like ma1sd."""
     url = config.check_credentials_url
+    shown = shown_url(url)
     body = json.dumps({"user": {"id": PROBE_USER_ID, "password": PROBE_PASSWORD}}).encode("utf-8")
     started = time.monotonic()
     try:
         status, data = await _post(client, url, body)
     except BackendError as e:
-        report.data["probe"]["http"] = {"ok": False, "url": url, "status": None, "error": str(e)}
-        report.line(FAIL, "http", "POST %s: %s" % (url, e))
+        report.data["probe"]["http"] = {"ok": False, "url": redact_url(url), "status": None, "error": str(e)}
+        report.line(FAIL, "http", "POST %s: %s" % (shown, printable(str(e))))
         return False
     elapsed = time.monotonic() - started
     ok, explanation, errcode = classify_probe_reply(status, data)
     report.data["probe"]["http"] = {
         "ok": ok,
-        "url": url,
+        "url": redact_url(url),
         "status": status,
         "ms": round(elapsed * 1000, 1),
         "ma1sd_like": ok,
         "errcode": errcode,
         "detail": explanation,
     }
-    report.line("", "http", "POST %s for %s" % (url, PROBE_USER_ID))
+    report.line("", "http", "POST %s for %s" % (shown, PROBE_USER_ID))
     report.line(OK if ok else FAIL, "http", "%s (%s)" % (explanation, format_ms(elapsed)))
     return ok
 

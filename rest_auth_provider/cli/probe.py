@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from rest_auth_provider.cli.report import OK, WARN, Report, exception_text, format_ms
 from rest_auth_provider.config import ProviderConfig
+from rest_auth_provider.safetext import printable
 
 CERT_EXPIRY_WARNING_DAYS = 14
 
@@ -57,18 +58,19 @@ def probe_dns(host: str, port: int, timeout: float, report: Report) -> List[Any]
     except _DnsTimeout:
         result = {"ok": False, "host": host, "error": "no answer within %g s" % timeout}
         report.data["probe"]["dns"] = result
-        raise ProbeFailed("dns", "%s: no DNS answer within %g s" % (host, timeout)) from None
+        raise ProbeFailed("dns", "%s: no DNS answer within %g s" % (printable(host), timeout)) from None
     except (socket.gaierror, OSError) as e:
-        reason = e.strerror or str(e)
+        reason = printable(e.strerror or str(e))
         report.data["probe"]["dns"] = {"ok": False, "host": host, "error": reason}
-        raise ProbeFailed("dns", "%s: cannot be resolved (%s)" % (host, reason)) from None
+        raise ProbeFailed("dns", "%s: cannot be resolved (%s)" % (printable(host), reason)) from None
     elapsed = time.monotonic() - started
     addresses: List[str] = []
     for info in infos:
         if info[4][0] not in addresses:
             addresses.append(info[4][0])
     report.data["probe"]["dns"] = {"ok": True, "host": host, "addresses": addresses, "ms": round(elapsed * 1000, 1)}
-    report.line(OK, "dns", "%s -> %s (%s)" % (host, ", ".join(addresses), format_ms(elapsed)))
+    shown = ", ".join(printable(a) for a in addresses)
+    report.line(OK, "dns", "%s -> %s (%s)" % (printable(host), shown, format_ms(elapsed)))
     return infos
 
 
@@ -86,7 +88,7 @@ def probe_tcp(infos: List[Any], port: int, timeout: float, report: Report) -> so
         except ConnectionRefusedError:
             reasons.append("%s: connection refused" % address[0])
         except OSError as e:
-            reasons.append("%s: %s" % (address[0], e.strerror or e))
+            reasons.append("%s: %s" % (address[0], printable(e.strerror or str(e))))
         else:
             elapsed = time.monotonic() - started
             report.data["probe"]["tcp"] = {
@@ -163,7 +165,7 @@ def _presented_certificate(family: int, address: Any, host: str, timeout: float)
 
 def probe_tls(sock: socket.socket, host: str, config: ProviderConfig, report: Report) -> None:
     """Verifies the server's certificate as the module would; raises ProbeFailed when it is not trusted."""
-    trust = "tls.ca_file %s" % config.tls.ca_file if config.tls.ca_file else "the system's CAs"
+    trust = "tls.ca_file %s" % printable(config.tls.ca_file) if config.tls.ca_file else "the system's CAs"
     family, peer = sock.family, sock.getpeername()
     try:
         context = _tls_context(config)
@@ -180,14 +182,14 @@ def probe_tls(sock: socket.socket, host: str, config: ProviderConfig, report: Re
             version = tls.version()
     except ssl.SSLCertVerificationError as e:
         facts = _presented_certificate(family, peer, host, config.timeout)
-        reason = "certificate not trusted by %s: %s" % (trust, e.verify_message or e.reason)
+        reason = "certificate not trusted by %s: %s" % (trust, printable(str(e.verify_message or e.reason)))
         report.data["probe"]["tls"] = {"ok": False, "error": reason, "certificate": facts or None}
         details = _describe_certificate(facts)
         if details:
             details[0] = "the server presents: " + details[0]
         raise ProbeFailed("tls", reason, details) from None
     except ssl.SSLError as e:
-        reason = "TLS handshake failed (%s): does this port speak TLS?" % (e.reason or e)
+        reason = "TLS handshake failed (%s): does this port speak TLS?" % printable(str(e.reason or e))
         report.data["probe"]["tls"] = {"ok": False, "error": reason}
         raise ProbeFailed("tls", reason) from None
     except socket.timeout:
@@ -195,7 +197,7 @@ def probe_tls(sock: socket.socket, host: str, config: ProviderConfig, report: Re
         report.data["probe"]["tls"] = {"ok": False, "error": reason}
         raise ProbeFailed("tls", reason) from None
     except OSError as e:
-        reason = "connection lost during the TLS handshake (%s)" % (e.strerror or type(e).__name__)
+        reason = "connection lost during the TLS handshake (%s)" % printable(e.strerror or type(e).__name__)
         report.data["probe"]["tls"] = {"ok": False, "error": reason}
         raise ProbeFailed("tls", reason) from None
     finally:
@@ -203,7 +205,7 @@ def probe_tls(sock: socket.socket, host: str, config: ProviderConfig, report: Re
     report.data["probe"]["tls"] = dict(
         ok=True, version=version, verified_with=trust, ms=round(elapsed * 1000, 1), certificate=facts
     )
-    report.line(OK, "tls", "%s, certificate verified with %s (%s)" % (version, trust, format_ms(elapsed)))
+    report.line(OK, "tls", "%s, certificate verified with %s (%s)" % (printable(version), trust, format_ms(elapsed)))
     if facts:
         subject, expiry = _describe_certificate(facts)
         report.line("", "tls", subject)
@@ -211,14 +213,17 @@ def probe_tls(sock: socket.socket, host: str, config: ProviderConfig, report: Re
 
 
 def _describe_certificate(facts: Dict[str, Any]) -> List[str]:
-    """Returns two lines about a certificate: who it names and who issued it, and when it expires."""
+    """Returns two lines about a certificate: who it names and who issued it, and when it expires.
+
+    The names are the server's to choose: they are shown escaped."""
     if not facts:
         return []
-    issuer = "self-signed" if facts["issuer"] == facts["subject"] else "issued by %s" % facts["issuer"]
-    names = " for %s" % ", ".join(facts["names"]) if facts["names"] else ""
+    subject = printable(facts["subject"])
+    issuer = "self-signed" if facts["issuer"] == facts["subject"] else "issued by %s" % printable(facts["issuer"])
+    names = " for %s" % ", ".join(printable(n) for n in facts["names"]) if facts["names"] else ""
     days = facts["days_left"]
     return [
-        "subject %s%s, %s" % (facts["subject"], names, issuer),
+        "subject %s%s, %s" % (subject, names, issuer),
         "expires %s (%d day%s left)" % (facts["not_after"], days, "" if days in (1, -1) else "s"),
     ]
 

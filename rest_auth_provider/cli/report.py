@@ -5,6 +5,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from rest_auth_provider import __version__
+from rest_auth_provider.safetext import printable
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -45,7 +46,14 @@ class Report:
         }
 
     def line(self, status: str, check: str, message: str) -> None:
-        """Records a finding (status OK, WARN or FAIL) or an information line (status "")."""
+        """Records a finding (status OK, WARN or FAIL) or an information line (status "").
+
+        Values in ``message`` that came from the command line, the config files
+        or ma1sd must already have gone through ``printable``; should one have
+        slipped through, the whole message is escaped, so that it can never
+        forge a line or drive the terminal."""
+        if not message.isprintable():
+            message = printable(message, len(message))
         if status:
             self.checks.append({"status": status, "check": check, "message": message})
         if not self.as_json:
@@ -58,7 +66,8 @@ class Report:
         if self.as_json:
             result = dict(self.data)
             result.update(checks=self.checks, warnings=warnings, errors=errors, exit_code=exit_code)
-            print(json.dumps(result, indent=2))
+            # ensure_ascii escapes every control character and lone surrogate.
+            print(json.dumps(result, indent=2, ensure_ascii=True))
             return
         meaning = EXIT_MEANINGS.get(exit_code, "")
         if exit_code == EXIT_OK and warnings:
@@ -82,8 +91,13 @@ def format_ms(seconds: float) -> str:
 
 
 def exception_text(e: BaseException) -> str:
-    """Returns a short description of an exception: its type and message."""
+    """Returns a short description of an exception, its type and message, fit for a terminal."""
     if isinstance(e, OSError) and e.strerror:
-        return "%s: %s" % (e.filename or type(e).__name__, e.strerror)
+        return "%s: %s" % (printable(str(e.filename or type(e).__name__)), printable(e.strerror))
     text = str(e)
-    return "%s: %s" % (type(e).__name__, text) if text else type(e).__name__
+    return "%s: %s" % (type(e).__name__, printable(text)) if text else type(e).__name__
+
+
+def quoted(value: str) -> str:
+    """Returns ``value`` in double quotes, fit for a terminal (see ``printable``)."""
+    return '"%s"' % printable(value)

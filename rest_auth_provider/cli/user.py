@@ -3,7 +3,6 @@ with accepted credentials would do. The password is never printed or logged."""
 
 import argparse
 import getpass
-import json
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -18,10 +17,12 @@ from rest_auth_provider.cli.report import (
     WARN,
     Report,
     format_ms,
+    quoted,
 )
 from rest_auth_provider.client import BackendError, Ma1sdClient
 from rest_auth_provider.config import ProviderConfig
 from rest_auth_provider.response import AuthReply, canonical_threepid
+from rest_auth_provider.safetext import printable
 from rest_auth_provider.users import LocalRefusal, parse_login_name
 
 
@@ -53,50 +54,56 @@ def resolve_user(args: argparse.Namespace, report: Report) -> Tuple[Optional[Tup
         name = parse_login_name(args.user, server_name)
     except LocalRefusal as e:
         report.data["user"].update(checked=True, accepted=False, error=str(e))
-        report.line(FAIL, "login", "%r would be refused without asking ma1sd: %s" % (args.user, e))
+        report.line(
+            FAIL, "login", "'%s' would be refused without asking ma1sd: %s" % (printable(args.user), printable(str(e)))
+        )
         return None, EXIT_REFUSED
     report.data["user"]["user_id"] = name.user_id
     report.data["user"]["registrable"] = name.registrable
+    shown = printable(name.user_id)
     if not name.registrable:
         report.line(
             WARN,
             "login",
             "%s cannot be created as a new account (Synapse refuses such a user ID); "
-            "only an existing account with this ID can log in" % name.user_id,
+            "only an existing account with this ID can log in" % shown,
         )
-    password = read_password("Password for %s: " % name.user_id, args.password_stdin)
+    password = read_password("Password for %s: " % shown, args.password_stdin)
     if not password:
         report.data["user"].update(checked=True, accepted=False, error="empty password")
-        report.line(FAIL, "login", "%s: empty password, refused without asking ma1sd" % name.user_id)
+        report.line(FAIL, "login", "%s: empty password, refused without asking ma1sd" % shown)
         return None, EXIT_REFUSED
     return (name.user_id, password), EXIT_OK
 
 
 async def check_user(client: Ma1sdClient, user_id: str, password: str, config: ProviderConfig, report: Report) -> int:
     """Asks ma1sd about the user's password; returns the exit code for the outcome."""
+    shown = printable(user_id)
     started = time.monotonic()
     try:
         reply = await client.check_credentials(user_id, password)
     except BackendError as e:
         report.data["user"].update(checked=True, accepted=None, error=str(e))
-        report.line(FAIL, "login", "%s: ma1sd could not answer: %s" % (user_id, e))
+        report.line(FAIL, "login", "%s: ma1sd could not answer: %s" % (shown, printable(str(e))))
         return EXIT_BACKEND
     elapsed = time.monotonic() - started
     report.data["user"].update(checked=True, accepted=reply.success, ms=round(elapsed * 1000, 1))
     if not reply.success:
-        report.line(FAIL, "login", "%s: ma1sd refused the credentials (%s)" % (user_id, format_ms(elapsed)))
+        report.line(FAIL, "login", "%s: ma1sd refused the credentials (%s)" % (shown, format_ms(elapsed)))
         return EXIT_REFUSED
-    report.line(OK, "login", "%s: ma1sd accepted the credentials (%s)" % (user_id, format_ms(elapsed)))
+    report.line(OK, "login", "%s: ma1sd accepted the credentials (%s)" % (shown, format_ms(elapsed)))
     report.data["user"]["login"] = describe_login(reply, config, report)
     return EXIT_OK
 
 
 def describe_login(reply: AuthReply, config: ProviderConfig, report: Report) -> Dict[str, Any]:
-    """Prints what a login with these accepted credentials would do; returns the same as data."""
+    """Prints what a login with these accepted credentials would do; returns the same as data.
+
+    What ma1sd sent is printed escaped (see ``printable``) and returned as it came."""
     policy = config.policy
     name = reply.display_name
     result: Dict[str, Any] = {"display_name": name}
-    report.line("", "profile", "display name from ma1sd: %s" % (json.dumps(name) if name else "(none)"))
+    report.line("", "profile", "display name from ma1sd: %s" % (quoted(name) if name else "(none)"))
     report.line("", "account", "registration happens on first login if the account does not exist")
     report.line("", "", "(this command does not read Synapse's database, so it cannot tell)")
 
@@ -108,7 +115,7 @@ def describe_login(reply: AuthReply, config: ProviderConfig, report: Report) -> 
         text = "no display name set (ma1sd sent none)"
     else:
         on_registration = name
-        text = "display name set to %s" % json.dumps(name)
+        text = "display name set to %s" % quoted(name)
     result["registration_sets_display_name"] = on_registration
     report.line("", "profile", "on registration: %s" % text)
 
@@ -120,7 +127,7 @@ def describe_login(reply: AuthReply, config: ProviderConfig, report: Report) -> 
         text = "display name left as it is (ma1sd sent none)"
     else:
         on_login = name
-        text = "display name set to %s if it differs" % json.dumps(name)
+        text = "display name set to %s if it differs" % quoted(name)
     result["login_sets_display_name"] = on_login
     report.line("", "profile", "on later logins: %s" % text)
 
@@ -148,10 +155,13 @@ def describe_login(reply: AuthReply, config: ProviderConfig, report: Report) -> 
         report.line(
             "",
             "3pid",
-            "adds %s %s (unless already there; never taken from another account)" % (added["medium"], added["address"]),
+            "adds %s %s (unless already there; never taken from another account)"
+            % (printable(added["medium"]), printable(added["address"])),
         )
     for item in ignored:
-        report.line("", "3pid", "ignores %s %s: %s" % (item["medium"], json.dumps(item["address"]), item["reason"]))
+        report.line(
+            "", "3pid", "ignores %s %s: %s" % (printable(item["medium"]), quoted(item["address"]), item["reason"])
+        )
     if not adds and not ignored:
         report.line("", "3pid", "ma1sd lists no 3PIDs")
     if policy.threepid_replace:

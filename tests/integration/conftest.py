@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import yaml
@@ -155,10 +155,19 @@ def redis() -> Iterator[RedisServer]:
 
 
 def _start(
-    request: Any, tmp_path_factory: Any, ma1sd: FakeMa1sd, name: str, style: str, config: Dict[str, Any]
+    request: Any,
+    tmp_path_factory: Any,
+    ma1sd: FakeMa1sd,
+    name: str,
+    style: str,
+    config: Dict[str, Any],
+    synapse_config: Optional[Dict[str, Any]] = None,
 ) -> Iterator[Homeserver]:
+    """Starts a Synapse named ``name`` with the module in ``style`` and
+    ``config``; ``synapse_config`` adds or replaces homeserver.yaml keys."""
     workdir = Path(tmp_path_factory.mktemp(name))
     extra = module_block(style, config)
+    extra.update(synapse_config or {})
     if USE_POSTGRES:
         extra["database"] = request.getfixturevalue("postgres").create_database("synapse_%s" % name)
     server = SynapseServer(workdir, extra, log_level="DEBUG", name=name)

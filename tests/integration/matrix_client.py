@@ -126,6 +126,28 @@ class MatrixClient:
         )
         assert r.status_code == 200, r.text
 
+    def reactivate(self, admin_token: str, user_id: str, password: str) -> None:
+        """Reactivates a deactivated account through the admin API. Every
+        release from 1.19 accepts ``deactivated: false`` with a new local
+        password (older ones require the password)."""
+        r = self.session.put(
+            self._url("/_synapse/admin/v2/users/%s" % quote(user_id)),
+            json={"deactivated": False, "password": password},
+            headers=self._auth(admin_token),
+            timeout=self.timeout,
+        )
+        assert r.status_code == 200, r.text
+
+    def register_as_appservice(self, as_token: str, localpart: str) -> requests.Response:
+        """Registers ``localpart`` as an application service does (its
+        ``as_token``, type ``m.login.application_service``; 1.19 ignores the type)."""
+        return self.session.post(
+            self._url("/_matrix/client/r0/register"),
+            json={"type": "m.login.application_service", "username": localpart},
+            headers=self._auth(as_token),
+            timeout=self.timeout,
+        )
+
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> Any:
     """Returns the first truthy result of ``predicate()``, or its last result."""

@@ -29,6 +29,34 @@ class Account:
         self.deactivated = False
 
 
+class FakeTxn:
+    """The one statement the compatibility layer runs in a transaction: the
+    atomic 3PID claim (an insert that does nothing when the address has a row)."""
+
+    def __init__(self, synapse: "FakeSynapse"):
+        self._synapse = synapse
+        self.rowcount = -1
+
+    def execute(self, sql: str, args: Tuple[Any, ...]) -> None:
+        assert sql.startswith("INSERT INTO user_threepids") and "ON CONFLICT (medium, address) DO NOTHING" in sql, sql
+        user_id, medium, address, _, _ = args
+        if self._synapse.owner_of(medium, address) is not None:
+            self.rowcount = 0
+            return
+        self._synapse.accounts[user_id].threepids.add((medium, address))
+        self.rowcount = 1
+
+
+class AppService:
+    """An application service owning the user IDs that start with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def is_exclusive_user(self, user_id: str) -> bool:
+        return user_id.startswith(self.prefix)
+
+
 class FakeSynapse:
     """An in-memory homeserver behind a spec'd ModuleApi mock."""
 
@@ -37,14 +65,20 @@ class FakeSynapse:
         self.accounts: Dict[str, Account] = {}
         self.registrations: List[str] = []
         self.lose_registration_race = False
+        self.app_services: List[AppService] = []
+        self.claims = 0
         api = Mock(spec=ModuleApi)
         self.api = api
 
         hs = Mock(spec=["hostname", "config", "get_profile_handler"])
         hs.hostname = server_name
-        hs.config = Mock(spec=["worker"])
+        hs.config = Mock(spec=["worker", "ratelimiting"])
         hs.config.worker = Mock(spec=["worker_app"])
         hs.config.worker.worker_app = None
+        hs.config.ratelimiting = Mock(spec=["rc_login_failed_attempts"])
+        hs.config.ratelimiting.rc_login_failed_attempts = Mock(spec=["per_second", "burst_count"])
+        self._hs = hs
+        self.set_failed_attempts(0.17, 3)
         profile_handler = Mock(spec=["set_displayname"])
         profile_handler.set_displayname = AsyncMock(side_effect=self._handler_set_displayname)
         hs.get_profile_handler.return_value = profile_handler
@@ -57,8 +91,10 @@ class FakeSynapse:
                 "user_delete_threepid",
                 "get_profile_displayname",
                 "get_user_deactivated_status",
+                "get_app_services",
             ]
         )
+        store.get_app_services.side_effect = lambda: list(self.app_services)
         store.get_user_id_by_threepid = AsyncMock(side_effect=self._owner)
         store.user_get_threepids = AsyncMock(side_effect=self._threepid_dicts)
         store.user_delete_threepid = AsyncMock(side_effect=self._delete)
@@ -74,6 +110,7 @@ class FakeSynapse:
         api._auth_handler = auth_handler
 
         api.check_user_exists.side_effect = self._check_user_exists
+        api.run_db_interaction.side_effect = self._run_db_interaction
         api.register_user.side_effect = self._register_user
         api.get_qualified_user_id.side_effect = (
             lambda name: name
@@ -96,6 +133,31 @@ class FakeSynapse:
             api.get_threepids_for_user.side_effect = self._threepid_dicts
         if hasattr(ModuleApi, "set_displayname"):
             api.set_displayname.side_effect = self._api_set_displayname
+        if hasattr(ModuleApi, "invalidate_cache"):
+            api.invalidate_cache.side_effect = self._invalidate_cache
+
+    def set_failed_attempts(self, per_second: float, burst_count: float) -> None:
+        """Sets what Synapse's ``rc_login.failed_attempts`` says."""
+        settings = self._hs.config.ratelimiting.rc_login_failed_attempts
+        settings.per_second = per_second
+        settings.burst_count = burst_count
+
+    def deactivation_callback(self) -> Any:
+        """Returns the ``on_user_deactivation_status_changed`` callback the
+        provider registered, or None when it registered none."""
+        if not hasattr(ModuleApi, "register_third_party_rules_callbacks"):
+            return None
+        for call in self.api.register_third_party_rules_callbacks.call_args_list:
+            if "on_user_deactivation_status_changed" in call.kwargs:
+                return call.kwargs["on_user_deactivation_status_changed"]
+        return None
+
+    def owner_of(self, medium: str, address: str) -> Optional[str]:
+        """Returns the account holding this 3PID, or None."""
+        for account in self.accounts.values():
+            if (medium, address) in account.threepids:
+                return account.user_id
+        return None
 
     def threepid_reads(self) -> int:
         """Returns how often the provider read a user's 3PID list (either way)."""
@@ -150,12 +212,20 @@ class FakeSynapse:
         return [{"medium": m, "address": a} for m, a in sorted(self.accounts[user_id].threepids)]
 
     async def _owner(self, medium: str, address: str) -> Optional[str]:
-        for account in self.accounts.values():
-            if (medium, address) in account.threepids:
-                return account.user_id
-        return None
+        return self.owner_of(medium, address)
+
+    def _run_db_interaction(self, desc: str, func: Any, *args: Any) -> "defer.Deferred[Any]":
+        self.claims += 1
+        return defer.succeed(func(FakeTxn(self), *args))
+
+    async def _invalidate_cache(self, cached_func: Any, keys: Tuple[Any, ...]) -> None:
+        cached_func.invalidate(keys)
 
     async def _add(self, user_id: str, medium: str, address: str, validated_at: int) -> None:
+        # Synapse's user_add_threepid is an upsert: it moves the address.
+        owner = self.owner_of(medium, address)
+        if owner is not None:
+            self.accounts[owner].threepids.discard((medium, address))
         self.accounts[user_id].threepids.add((medium, address))
 
     async def _delete(self, user_id: str, medium: str, address: str) -> None:

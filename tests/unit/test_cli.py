@@ -593,6 +593,122 @@ def test_legacy_password_providers_style(runner: Runner, fake: FakeMa1sd, tmp_pa
     assert "password_providers.<item 0>.config is valid" in result.stdout
 
 
+# -- secrets and hostile text ---------------------------------------------------------------
+
+# Passwords that fool a URL parser; each has two distinctive halves, neither of which may be printed.
+NASTY_PASSWORDS = ["Pa55#w0rd!", "Pa55/w0rd", "Pa55?w0rd", "Pa55@w0rd", "Pa55%23w0rd"]
+
+
+def assert_terminal_safe(text: str) -> None:
+    """Asserts that ``text`` is lines of printable characters: no escape
+    sequence, carriage return, NUL, bidi override or lone surrogate."""
+    for line in text.split("\n"):
+        assert line.isprintable(), repr(line)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@pytest.mark.parametrize("password", NASTY_PASSWORDS)
+def test_credentials_in_endpoint_are_never_printed(
+    runner: Runner, tmp_path: Path, password: str, as_json: bool
+) -> None:
+    # The second endpoint is also wrong in every other way that once printed the URL whole.
+    for n, endpoint in enumerate(["http://svc:%s@ma1sd.internal:8090", "ftp://svc:%s@h:port/?x=1#f\n"]):
+        config = homeserver(tmp_path, {"endpoint": endpoint % password}, name="hs%d.yaml" % n)
+        result = check(runner, config, args=["--json"] if as_json else [], secret=password)
+        assert result.code == 2, result.output
+        for half in ("Pa55", "w0rd"):
+            assert half not in result.output
+        errors = result.json()["errors"] if as_json else result.lines("FAIL")[:1]
+        assert len(errors) == 1
+        assert "config.endpoint: credentials in the URL" in errors[0]
+
+
+def test_redirect_target_with_credentials_is_not_printed(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
+    fake.fault = Fault("redirect", status=302, location="http://svc:Pa55#w0rd@elsewhere.example/\x1b[2J")
+    config = homeserver(tmp_path, {"endpoint": fake.url})
+    for args in ([], ["--json"]):
+        result = check(runner, config, args=args + ["--user", "alice"], stdin=ALICE_PASSWORD, secret=ALICE_PASSWORD)
+        assert result.code == 3, result.output
+        assert "Pa55" not in result.output
+        assert "w0rd" not in result.output
+        assert_terminal_safe(result.output)
+
+
+@pytest.fixture
+def mallory(fake: FakeMa1sd) -> Iterator[str]:
+    """A directory user whose profile is out to forge the command's output; yields the password."""
+    password = "mallory-pw-42"
+    user = fake.add_user("@mallory:example.org", password, display_name="Mal\x1b]0;owned\x07\u202elory\nOK forged")
+    user.three_pids = [
+        {"medium": "email\nOK forged exit 0", "address": "x@example.org"},
+        {"medium": "email", "address": "m\x1b[2J\x07al\x08\x00@example.org"},
+        {"medium": "msisdn\r\x1b[1AOK forged", "address": "\x1b[31m44 7700 900123"},
+        {"medium": "ldap\x9b2J", "address": "m\ud800l"},
+    ]
+    yield password
+    del fake.users["@mallory:example.org"]
+
+
+def test_hostile_profile_cannot_forge_output_lines(
+    runner: Runner, fake: FakeMa1sd, mallory: str, tmp_path: Path
+) -> None:
+    # A 3PID medium holding a newline once printed a line "OK forged exit 0" of its own.
+    config = homeserver(tmp_path, {"endpoint": fake.url, "policy": {"login": {"profile": {"name": True}}}})
+    result = check(runner, config, args=["--user", "mallory"], stdin=mallory + "\n", secret=mallory)
+    assert result.code == 0, result.output
+    assert_terminal_safe(result.output)
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if "forged" in line and not line.startswith("      ")] == []
+    assert [line for line in lines if "exit " in line] == [lines[-1]]
+    assert lines[-1].startswith("OK    result ")
+    # What ma1sd sent is still there to read, escaped.
+    out = result.stdout
+    assert 'display name from ma1sd: "Mal\\x1b]0;owned\\x07\\u202elory\\x0aOK forged"' in out
+    assert "ignores email\\x0aOK forged exit 0 " in out
+    assert "msisdn\\x0d\\x1b[1AOK forged" in out
+    assert 'ignores ldap\\x9b2J "m\\ud800l": only email and msisdn are kept' in out
+
+
+def test_hostile_profile_in_json_is_escaped_and_kept(
+    runner: Runner, fake: FakeMa1sd, mallory: str, tmp_path: Path
+) -> None:
+    config = homeserver(tmp_path, {"endpoint": fake.url})
+    result = check(runner, config, args=["--user", "mallory", "--json"], stdin=mallory + "\n", secret=mallory)
+    assert result.code == 0, result.output
+    assert_terminal_safe(result.output)
+    assert result.stdout.isascii()
+    login = result.json()["user"]["login"]
+    # The data is what ma1sd sent, exactly; only its JSON text is escaped.
+    ignored = [(i["medium"], i["address"]) for i in login["threepids_ignored"]]
+    assert ("email\nOK forged exit 0", "x@example.org") in ignored
+    assert ("ldap\x9b2J", "m\ud800l") in ignored
+
+
+@pytest.mark.parametrize("name", ["alice\nOK forged exit 0", "\x1b[2Jalice", "@al\u202eice:example.org", "al:ice\r"])
+def test_user_name_from_the_command_line_is_escaped(runner: Runner, fake: FakeMa1sd, tmp_path: Path, name: str) -> None:
+    result = check(runner, homeserver(tmp_path, {"endpoint": fake.url}), args=["--user", name], stdin="pw\n")
+    assert result.code == 4, result.output
+    assert_terminal_safe(result.output)
+    [failure] = result.lines("FAIL")[:1]
+    assert "would be refused without asking ma1sd" in failure
+    assert [
+        line for line in result.stdout.splitlines() if "forged" in line and not line.startswith("FAIL  login")
+    ] == []
+
+
+def test_config_file_name_and_keys_are_escaped(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
+    config = homeserver(
+        tmp_path, {"endpoint": fake.url, "timeout\x1b[2J\nOK forged": 1}, name="hs\x1b]0;x\x07\nOK.yaml"
+    )
+    for args in ([], ["--json"]):
+        result = check(runner, config, args=args)
+        assert result.code == 2, result.output
+        assert_terminal_safe(result.output)
+        assert [line for line in result.stdout.splitlines() if line.startswith("OK.yaml")] == []
+        assert [line for line in result.stdout.splitlines() if line.startswith("OK forged")] == []
+    assert "config.timeout\\x1b[2J\\x0aOK forged: unknown key" in result.json()["errors"][0]
+
+
 # -- usage -------------------------------------------------------------------------------
 
 

@@ -1,6 +1,8 @@
 """Unit tests of ``parse_config``: defaults, the old provider's keys, and errors that name the offending key."""
 
 import copy
+import os
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -13,6 +15,7 @@ from rest_auth_provider.config import (
     DEFAULT_MAX_RESPONSE_SIZE,
     ProviderConfig,
     parse_config,
+    read_header_file,
 )
 
 try:  # Synapse >= 1.35 exports it for modules.
@@ -165,7 +168,9 @@ def test_old_provider_block_with_default_values() -> None:
     assert parse_config(raw).policy == parse_config({"endpoint": ENDPOINT}).policy
 
 
-def test_every_key_set() -> None:
+def test_every_key_set(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
     raw = {
         "endpoint": "https://ma1sd.example.org/base/",
         "timeout": 2.5,
@@ -174,7 +179,7 @@ def test_every_key_set() -> None:
         "profile_recheck_interval": 0,
         "tls": {"ca_file": "/etc/ca.pem", "client_certificate": "/etc/c.pem", "client_key": "/etc/k.pem"},
         "headers": {"Authorization": "Bearer s3cret", "X-Extra": ""},
-        "header_files": {"X-Token": "/run/secrets/token"},
+        "header_files": {"X-Token": str(token)},
         "threepid_login": {"enabled": False, "lookup_path": "/custom/lookup"},
         "policy": yaml.safe_load(OLD_PROVIDER_BLOCK)["policy"],
     }
@@ -187,7 +192,7 @@ def test_every_key_set() -> None:
     assert config.tls.client_certificate == "/etc/c.pem"
     assert config.tls.client_key == "/etc/k.pem"
     assert config.headers == (("Authorization", "Bearer s3cret"), ("X-Extra", ""))
-    assert config.header_files == (("X-Token", "/run/secrets/token"),)
+    assert config.header_files == (("X-Token", str(token)),)
     assert config.threepid_login.enabled is False
     assert config.lookup_url == "https://ma1sd.example.org/base/custom/lookup"
     assert config.check_credentials_url == "https://ma1sd.example.org/base" + CHECK_CREDENTIALS_PATH
@@ -420,28 +425,70 @@ def test_invalid_endpoints(endpoint: str, words: str) -> None:
     assert words in message(error)
 
 
-@pytest.mark.parametrize("endpoint", ["http://user:hunter2@ma1sd:8090", "http://user:hunter2@ma1sd:port"])
-def test_credentials_are_not_echoed(endpoint: str) -> None:
-    error = config_error({"endpoint": endpoint})
+# Passwords that fool a URL parser ('#', '?' and '/' end the authority; '@' and
+# '%23' look like the end of the credentials or an escaped '#'). Each has two
+# distinctive halves, neither of which may appear in any error.
+NASTY_PASSWORDS = ["Pa55#w0rd!", "Pa55/w0rd", "Pa55?w0rd", "Pa55@w0rd", "Pa55%23w0rd", "Pa55#?/@w0rd", "Pa55 w0rd"]
+ENDPOINTS_WITH_CREDENTIALS = [
+    "http://svc:{pw}@ma1sd.internal:8090",
+    "https://svc:{pw}@ma1sd.internal:8090/prefix",
+    "http://svc:{pw}@ma1sd:8090/?x=1",
+    "http://svc:{pw}@ma1sd:8090/#frag",
+    "http://svc:{pw}@:8090",
+    "ftp://svc:{pw}@ma1sd",
+    "http://svc:{pw}@ma1sd:8090\n",
+    "http://svc:{pw}@[::1",
+    "http://svc:{pw}@ma1sd:port",
+    "http://svc:{pw}@ma1sd.\u00efnternal:8090",
+    "svc:{pw}@ma1sd:8090",
+    "http://{pw}@ma1sd:8090",
+    "http://:{pw}@ma1sd:8090",
+]
+
+
+def assert_no_password(text: str, password: str) -> None:
+    """Asserts that neither the password nor a distinctive half of it is in ``text``."""
+    assert password not in text
+    assert "Pa55" not in text
+    assert "w0rd" not in text
+
+
+@pytest.mark.parametrize("password", NASTY_PASSWORDS)
+@pytest.mark.parametrize("template", ENDPOINTS_WITH_CREDENTIALS)
+def test_credentials_are_never_echoed(template: str, password: str) -> None:
+    error = config_error({"endpoint": template.format(pw=password)})
+    assert where(error) == "endpoint"
     assert "credentials" in message(error)
-    assert "hunter2" not in str(error)
+    assert "'headers' or 'header_files'" in message(error)
+    assert_no_password(str(error), password)
+    assert_no_password(message(error), password)
+    assert_no_password(repr(error.args), password)
+
+
+def test_credentials_message_is_the_same_whatever_the_url() -> None:
+    # Checked first: no other problem of the URL (which would show it) is reported.
+    first = message(config_error({"endpoint": "http://svc:Pa55#w0rd!@ma1sd.internal:8090"}))
+    assert message(config_error({"endpoint": "ftp://svc:x@ma1sd?q#f"})) == first
+    assert message(config_error({"endpoint": "http://ma1sd/a@b"})) == first
 
 
 @pytest.mark.parametrize(
-    "endpoint",
+    "endpoint,hint",
     [
-        "http://user:hunter2@ma1sd:8090/?x=1",
-        "http://user:hunter2@:8090",
-        "ftp://user:hunter2@ma1sd",
-        "http://user:hunter2@ma1sd:8090\n",
-        "http://user:hunter2@[::1",
+        ("http://ma1sd.ex\u00e4mple.org:8090", "'http://ma1sd.xn--exmple-cua.org:8090'"),
+        ("https://b\u00fccher.example/ma1sd", "'https://xn--bcher-kva.example/ma1sd'"),
+        ("http://ma1sd:8090/p\u00e4th", "punycode"),
+        ("http://ma1sd:8090/\u202eevil", "punycode"),
+        ("http://ma1sd\uff0eexample:8090", "punycode"),
     ],
 )
-def test_credentials_are_not_echoed_with_other_errors(endpoint: str) -> None:
+def test_non_ascii_endpoint_is_refused_with_the_ascii_form(endpoint: str, hint: str) -> None:
+    # Twisted cannot send a request to such a URL: every login would be an "unexpected error".
     error = config_error({"endpoint": endpoint})
     assert where(error) == "endpoint"
-    assert "hunter2" not in str(error)
-    assert "hunter2" not in message(error)
+    assert "non-ASCII" in message(error)
+    assert hint in message(error)
+    assert "\u202e" not in str(error)
 
 
 @pytest.mark.parametrize("endpoint", ["http://[::1:8090", "http://ma1sd]:8090", "http://[::1"])
@@ -505,28 +552,80 @@ def test_lookup_url(endpoint: str) -> None:
     assert parse_config({"endpoint": endpoint}).lookup_url == "http://ma1sd:8090/_matrix/identity/api/v1/lookup"
 
 
-@pytest.mark.parametrize("lookup_path", ["relative/path", "/lookup?x=1", "", 5])
+@pytest.mark.parametrize("lookup_path", ["relative/path", "", 5])
 def test_lookup_path_must_be_an_absolute_path(lookup_path: Any) -> None:
     error = config_error(minimal(threepid_login={"lookup_path": lookup_path}))
     assert where(error) == "threepid_login.lookup_path"
+
+
+@pytest.mark.parametrize(
+    "lookup_path,words",
+    [
+        ("/lookup?x=1", "query or fragment"),
+        ("/lookup#frag", "query or fragment"),
+        ("/lookup?", "query or fragment"),
+        ("/look up", "white space or control characters"),
+        ("/lookup ", "white space or control characters"),
+        ("/lookup\r\nX-Injected: 1", "white space or control characters"),
+        ("/lookup\n", "white space or control characters"),
+        ("/look\tup", "white space or control characters"),
+        ("/look\x00up", "white space or control characters"),
+        ("/look\x1b[2Jup", "white space or control characters"),
+        ("/look\x7fup", "white space or control characters"),
+        ("/l\u00f6\u00f6kup", "non-ASCII"),
+        ("/lookup\u202e", "non-ASCII"),
+        ("/lookup\u00a0", "white space"),
+    ],
+)
+def test_lookup_path_that_cannot_be_requested_is_refused(lookup_path: str, words: str) -> None:
+    # Each of these once passed and then broke or silently changed every lookup.
+    error = config_error(minimal(threepid_login={"lookup_path": lookup_path}))
+    assert where(error) == "threepid_login.lookup_path"
+    assert words in message(error)
+    assert str(error).isprintable()
+
+
+@pytest.mark.parametrize("lookup_path", ["/custom/lookup", "/_matrix/identity/v2/lookup", "/a%20b/c~d-e_f.g"])
+def test_valid_lookup_paths(lookup_path: str) -> None:
+    assert parse_config(minimal(threepid_login={"lookup_path": lookup_path})).threepid_login.lookup_path == lookup_path
 
 
 # -- headers ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("key", ["headers", "header_files"])
-def test_valid_header_names(key: str) -> None:
+def test_valid_header_names(key: str, tmp_path: Path) -> None:
     names = ["Authorization", "X-Api-Key", "x_custom.header~1", "A!#$%&'*+-.^_`|~"]
-    config = parse_config(minimal(**{key: {name: "v" for name in names}}))
+    (tmp_path / "v").write_text("v\n")
+    config = parse_config(minimal(**{key: {name: str(tmp_path / "v") for name in names}}))
     assert [name for name, _ in getattr(config, key)] == names
 
 
 @pytest.mark.parametrize("key", ["headers", "header_files"])
-@pytest.mark.parametrize("name", ["Bad Header", "X:Y", "", "X-Ünïcode", "X(1)", "X\nY", "X/Y"])
-def test_invalid_header_names(key: str, name: str) -> None:
+@pytest.mark.parametrize(
+    "name,shown",
+    [
+        ("Bad Header", "Bad Header"),
+        ("X:Y", "X:Y"),
+        ("", ""),
+        ("X-Ünïcode", "X-Ünïcode"),
+        ("X(1)", "X(1)"),
+        ("X/Y", "X/Y"),
+        # A key's control characters are escaped where the error shows its path.
+        ("X\nY", "X\\x0aY"),
+        ("X\x1b[2JY", "X\\x1b[2JY"),
+    ],
+)
+def test_invalid_header_names(key: str, name: str, shown: str) -> None:
     error = config_error(minimal(**{key: {name: "v"}}))
-    assert where(error) == key + "." + name
+    assert where(error) == key + "." + shown
     assert "not a valid HTTP header name" in message(error)
+
+
+def test_unknown_key_with_control_characters_is_shown_escaped() -> None:
+    error = config_error(minimal(**{"timeout\nOK forged": 1}))
+    assert where(error) == "timeout\\x0aOK forged"
+    assert "\n" not in str(error)
 
 
 @pytest.mark.parametrize("key", ["headers", "header_files"])
@@ -551,6 +650,81 @@ def test_header_values_must_be_single_line_strings(key: str, value: Any) -> None
     error = config_error(minimal(**{key: {"X-Token": value}}))
     assert where(error) == key + ".X-Token"
     assert "single-line string" in message(error)
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b"S3CRET-token\n", "S3CRET-token"),
+        (b"S3CRET-token\r\n", "S3CRET-token"),
+        (b"S3CRET-token", "S3CRET-token"),
+        (b"  Bearer S3CRET\ttoken \t\n", "Bearer S3CRET\ttoken"),
+    ],
+)
+def test_header_file_value(tmp_path: Path, content: bytes, expected: str) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(content)
+    assert read_header_file(str(token)) == expected
+    assert parse_config(minimal(header_files={"X-Token": str(token)})).header_files == (("X-Token", str(token)),)
+
+
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        (b"", "is empty"),
+        (b"\n", "is empty"),
+        (b"\r\n", "is empty"),
+        (b" \t \n", "is empty"),
+        (b"S3CRET\n\n", "more than one line"),
+        (b"S3CRET\nX-Injected: 1\n", "more than one line"),
+        (b"S3CRET\r\nX-Injected: 1", "more than one line"),
+        (b"S3CRET\rX", "more than one line"),
+        (b"S3CRET\r", "more than one line"),
+        (b"\nS3CRET", "more than one line"),
+        (b"S3C\x00RET", "control characters"),
+        (b"S3C\x1b[2JRET\n", "control characters"),
+        (b"S3C\x08RET", "control characters"),
+        (b"S3CRET\x7f", "control characters"),
+        ("S3CR\u00c9T\n".encode(), "non-ASCII"),
+        ("S3CR\u00c9T\n".encode("latin-1"), "non-ASCII"),
+        (b"\xef\xbb\xbfS3CRET\n", "non-ASCII"),
+    ],
+)
+def test_header_file_that_would_send_a_wrong_header_is_refused(tmp_path: Path, content: bytes, words: str) -> None:
+    # Once folded into a wrong header value and sent silently; now Synapse does not start.
+    token = tmp_path / "token"
+    token.write_bytes(content)
+    error = config_error(minimal(header_files={"X-Token": str(token)}))
+    assert where(error) == "header_files.X-Token"
+    assert words in message(error)
+    assert str(token) in message(error)
+    assert "S3C" not in str(error)
+    assert "RET" not in str(error)
+    with pytest.raises(ValueError) as info:
+        read_header_file(str(token))
+    assert type(info.value) is ValueError
+    assert words in str(info.value)
+    assert "S3C" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["missing", "."])
+def test_unreadable_header_file_is_refused(tmp_path: Path, name: str) -> None:
+    path = os.path.join(str(tmp_path), name)
+    error = config_error(minimal(header_files={"X-Token": path}))
+    assert where(error) == "header_files.X-Token"
+    assert message(error).startswith("cannot read %s (" % path)
+    with pytest.raises(ValueError):
+        read_header_file(path)
+
+
+def test_header_file_path_is_shown_escaped(tmp_path: Path) -> None:
+    # Control characters in the path are refused as in any header value; a
+    # format character (right-to-left override) gets as far as reading the file.
+    error = config_error(minimal(header_files={"X-Token": str(tmp_path / "a\u202eb")}))
+    assert where(error) == "header_files.X-Token"
+    assert "cannot read" in message(error)
+    assert "a\\u202eb" in message(error)
+    assert "\u202e" not in str(error)
 
 
 def test_header_set_in_both_maps_is_refused() -> None:
@@ -599,20 +773,23 @@ def test_empty_tls_section_is_fine_with_http() -> None:
 # -- describe() ---------------------------------------------------------------
 
 
-def test_describe_hides_header_values() -> None:
+def test_describe_hides_header_values(tmp_path: Path) -> None:
+    secret_file = tmp_path / "file"
+    secret_file.write_text("file-secret\n")
     config = parse_config(
         {
             "endpoint": "https://ma1sd:8090/",
             "headers": {"Authorization": "Bearer top-secret-token", "X-Other": "another-secret"},
-            "header_files": {"X-File": "/run/secrets/file"},
+            "header_files": {"X-File": str(secret_file)},
         }
     )
     described = config.describe()
     assert described["headers"] == {"Authorization": "<hidden>", "X-Other": "<hidden>"}
     assert "top-secret-token" not in repr(described)
     assert "another-secret" not in repr(described)
-    # File names are not secrets; their contents are never read here.
-    assert described["header_files"] == {"X-File": "/run/secrets/file"}
+    # File names are not secrets; their contents are.
+    assert described["header_files"] == {"X-File": str(secret_file)}
+    assert "file-secret" not in repr(described)
 
 
 def test_describe_shows_effective_settings_in_old_layout() -> None:

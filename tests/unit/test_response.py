@@ -2,10 +2,11 @@
 
 import json
 import math
-from typing import Any, Dict, Optional, Tuple
+import unicodedata
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rest_auth_provider.response import (
@@ -15,9 +16,11 @@ from rest_auth_provider.response import (
     MalformedReply,
     ThreePid,
     canonical_threepid,
+    clean_display_name,
     decode_json,
     parse_check_credentials,
     parse_lookup,
+    untrusted_threepid_reason,
 )
 
 # -- exact ma1sd shapes ---------------------------------------------------------
@@ -128,9 +131,62 @@ def test_profile_display_name_wins_over_legacy_copy() -> None:
     assert reply.display_name == "Profile"
 
 
-@pytest.mark.parametrize("blank", ["", " ", "\t\n", "\u3000", None])
+@pytest.mark.parametrize(
+    "blank", ["", " ", "\t\n", "\u3000", None, "\x00\x1b", "\u202e\u2066", "\ud800", " \x85 \u2028"]
+)
 def test_blank_display_name_is_none(blank: Optional[str]) -> None:
     assert parse_check_credentials(success({"display_name": blank}, display_name=blank)).display_name is None
+
+
+@pytest.mark.parametrize("unusable", ["\x00\x1b", "\u202e", "\ud800", "\r\n"])
+def test_display_name_with_nothing_usable_falls_back_to_legacy_copy(unusable: str) -> None:
+    reply = parse_check_credentials(success({"display_name": unusable}, display_name="Legacy \u202eName"))
+    assert reply.display_name == "Legacy Name"
+
+
+def test_display_name_with_lone_surrogate_from_the_wire() -> None:
+    # The \ud800 escape decodes to a lone surrogate, which Synapse cannot store.
+    body = b'{"auth": {"success": true, "profile": {"display_name": "Eve \\ud800 Smith"}}}'
+    reply = parse_check_credentials(decode_json(body))
+    assert reply.display_name == "Eve Smith"
+    reply.display_name.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("Eve \ud800 Smith", "Eve Smith"),
+        ("Eve\udfffSmith", "EveSmith"),
+        ("A\nB", "A B"),
+        ("A\r\nB", "A B"),
+        ("A\tB\vC\fD", "A B C D"),
+        ("A\x85B\u2028C\u2029D", "A B C D"),
+        ("\u202eevil", "evil"),
+        ("a\u202ab\u202bc\u202cd\u202de\u2066f\u2067g\u2068h\u2069i", "abcdefghi"),
+        ("\x00\x1b", None),
+        ("Mallory\x1b[2J\x07\x08\x7f", "Mallory[2J"),
+        ("Bob\x00by", "Bobby"),
+        ("A\x9bB", "AB"),  # C1 control (CSI)
+        ("A\x1c\x1d\x1e\x1fB", "AB"),  # Cc although Python calls them white space
+        ("  A  \u3000 B\u00a0 ", "A B"),
+        ("Zoë 🦊 Ñandú", "Zoë 🦊 Ñandú"),
+        ("👩\u200d👩\u200d👧", "👩\u200d👩\u200d👧"),  # ZWJ kept: emoji sequences need it
+        ("李小龍", "李小龍"),
+        ("مريم", "مريم"),
+        ("שרה\u200f", "שרה\u200f"),  # a right-to-left mark is not an override
+        ("", None),
+        ("   ", None),
+    ],
+)
+def test_clean_display_name(raw: str, expected: Optional[str]) -> None:
+    assert clean_display_name(raw) == expected
+    assert parse_check_credentials(success({"display_name": raw})).display_name == expected
+
+
+def test_clean_display_name_cuts_after_cleaning() -> None:
+    assert clean_display_name("\x00" * 300 + "A") == "A"
+    assert clean_display_name("A\n" * 200) == ("A " * 128).strip()
+    assert clean_display_name("x" * 255 + " y") == "x" * 255
 
 
 def test_display_name_is_stripped() -> None:
@@ -317,6 +373,41 @@ def test_decode_json_deep_nesting() -> None:
         decode_json(b"[" * 200000 + b"]" * 200000)
 
 
+@pytest.mark.parametrize(
+    "body,key",
+    [
+        # Depth 1, 2, and inside a 3PID entry.
+        (b'{"auth": {"success": false}, "auth": {"success": true}}', "auth"),
+        (b'{"auth": {"success": false, "success": true}}', "success"),
+        (
+            b'{"auth": {"success": true, "profile": {"three_pids": '
+            b'[{"medium": "email", "address": "a@b.c", "address": "sam@example.org"}]}}}',
+            "address",
+        ),
+        (b'{"mxid": "@a:b", "mxid": "@c:d"}', "mxid"),
+        # Equal once decoded.
+        (b'{"success": true, "\\u0073uccess": false}', "success"),
+        (b'[1, {"a": {"b": [{"k": 1, "k": 1}]}}]', "k"),
+    ],
+)
+def test_decode_json_refuses_duplicate_keys(body: bytes, key: str) -> None:
+    with pytest.raises(MalformedReply) as info:
+        decode_json(body)
+    assert str(info.value) == "reply has a duplicate key '%s'" % key
+
+
+def test_duplicate_key_message_escapes_the_key_and_shows_no_value() -> None:
+    with pytest.raises(MalformedReply) as info:
+        decode_json(b'{"x\\u001b[2J\\n": "secret-value", "x\\u001b[2J\\n": "other-value"}')
+    message = str(info.value)
+    assert message == "reply has a duplicate key 'x\\x1b[2J\\x0a'"
+    assert "value" not in message
+
+
+def test_same_key_in_different_objects_is_fine() -> None:
+    assert decode_json(b'{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}') == {"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}
+
+
 # -- canonical_threepid -------------------------------------------------------
 
 
@@ -343,26 +434,129 @@ def test_garbage_email_is_none(address: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "address,folded",
+    [
+        ("\u017fam@example.org", "sam@example.org"),  # LATIN SMALL LETTER LONG S
+        ("bo\u00df@example.org", "boss@example.org"),
+        ("ada@\u212aexample.org", "ada@kexample.org"),  # KELVIN SIGN
+        ("JOS\u00c9@x.org", "jos\u00e9@x.org"),  # É folds: not ASCII case
+        ("\u0130nci@x.org", "i\u0307nci@x.org"),
+    ],
+)
+def test_look_alike_email_from_ma1sd_is_not_stored(address: str, folded: str) -> None:
+    # canonical_threepid still says what Synapse would store (also used for what clients type) ...
+    assert canonical_threepid("email", address) == ("email", folded)
+    # ... but ma1sd's text is not that address, so it is not stored.
+    assert untrusted_threepid_reason("email", address) == "folds to %s, which is not the address as sent" % folded
+    assert untrusted_threepid_reason("EMAIL", address) is not None
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["jos\u00e9@x.org", "Alice@Example.ORG", "alice@example.org", " BOB@EXAMPLE.ORG ", "a.b+tag@sub.example.org"],
+)
+def test_email_equal_up_to_ascii_case_is_stored(address: str) -> None:
+    assert untrusted_threepid_reason("email", address) is None
+
+
+@pytest.mark.parametrize(
+    "address", ["sam\u200b@example.org", "sam\u00ad@example.org", "a\x00b@x.org", "a\x1b[2J@x.org", "\u202egro@x.org"]
+)
+def test_email_with_invisible_or_control_characters_is_not_stored(address: str) -> None:
+    assert untrusted_threepid_reason("email", address) == "holds a control or invisible character"
+
+
+@pytest.mark.parametrize("address", ["", "alice", "a@b@c", "al ice@x.org"])
+def test_unusable_email_is_not_stored(address: str) -> None:
+    assert untrusted_threepid_reason("email", address) == "is not an email address"
+
+
+def test_untrusted_reason_escapes_what_it_shows() -> None:
+    reason = untrusted_threepid_reason("email", "\u017fa\\m@x.org")
+    assert reason == "folds to sa\\\\m@x.org, which is not the address as sent"
+
+
+@pytest.mark.parametrize(
+    "medium,address", [("msisdn", "+44 (0) 7700 900999"), ("msisdn", "garbage"), ("x", "\u017f@x")]
+)
+def test_untrusted_reason_is_none_for_other_media(medium: str, address: str) -> None:
+    assert untrusted_threepid_reason(medium, address) is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        # One number, every spelling: what a client may type, what ma1sd may list.
+        "447700900999",
+        "+447700900999",
+        "+44 7700 900999",
+        "+44 (0) 7700 900999",  # the (0) is the UK trunk prefix, not part of the number
+        "+44 (0)7700 900999",
+        "+44 0 7700 900999",
+        "0044 7700 900999",
+        "00 44 7700 900999",
+        "44 7700900999",
+        "(44)7700900999",
+        "4-4-7-7-0-0-9-0-0-9-9-9",
+        "+44.7700.900.999",
+        "+44/7700/900999",
+        "  +44 7700 900999\n",
+        "4407700900999",  # what 1.0.0 stored for "+44 (0) 7700 900999"
+    ],
+)
+def test_canonical_msisdn_spellings_of_one_number(address: str) -> None:
+    assert canonical_threepid("msisdn", address) == ("msisdn", "447700900999")
+    assert canonical_threepid("MSISDN", address) == ("msisdn", "447700900999")
+
+
+@pytest.mark.parametrize(
     "address,expected",
     [
-        ("+353 85 123 4567", "353851234567"),
-        ("353851234567", "353851234567"),
-        ("+353851234567", "353851234567"),
-        ("(0) 85-123", "085123"),
+        ("+1 555 123 4567", "15551234567"),
         ("+1 (555) 010-0199", "15550100199"),
-        ("085.123.4567", "0851234567"),
-        ("085/123 4567", "0851234567"),
-        (" 35385 ", "35385"),
-        ("1" * 20, "1" * 20),
+        ("+353 85 123 4567", "353851234567"),
+        ("+353 (0)85 123 4567", "353851234567"),
+        ("353851234567", "353851234567"),
+        ("+44 20 7946 0000", "442079460000"),
+        ("+49 (0) 30 123456", "4930123456"),
+        ("+39 06 1234 5678", "390612345678"),  # Italy keeps its leading zero
+        ("3906 12345678", "390612345678"),
     ],
 )
 def test_canonical_msisdn(address: str, expected: str) -> None:
     assert canonical_threepid("msisdn", address) == ("msisdn", expected)
-    assert canonical_threepid("MSISDN", address) == ("msisdn", expected)
+    assert canonical_threepid("msisdn", expected) == ("msisdn", expected)
 
 
 @pytest.mark.parametrize(
-    "address", ["", " ", "+", "()", "call me", "353-85-x", "+353 85 123 4567 ext 9", "١٢٣", "1" * 21, "12\t34", "a@b.c"]
+    "address",
+    [
+        "",
+        " ",
+        "+",
+        "()",
+        "abc",
+        "call me",
+        "353-85-x",
+        "1" * 25,
+        "1" * 20,  # longer than any E.164 number
+        "12345",  # no country has numbers this short
+        "+0 123",  # no country code 0
+        "085.123.4567",  # national format: the country is unknown
+        "07700 900999",
+        "+44 7700 900999 ext 9",  # an extension is not a phone of its own
+        "+44 7700 900999 x9",
+        "+44-7700-900999#",
+        "+44 7700 900999;ext=9",
+        "tel:+447700900999",
+        "++447700900999",
+        "+44+7700900999",
+        "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661",  # Arabic-Indic digits
+        "+\uff14\uff14 7700 900999",  # full-width digits
+        "12\t34",
+        "+44\n7700900999",
+        "a@b.c",
+    ],
 )
 def test_garbage_msisdn_is_none(address: str) -> None:
     assert canonical_threepid("msisdn", address) is None
@@ -470,7 +664,8 @@ def _check_reply(reply: AuthReply) -> None:
         isinstance(reply.display_name, str) and 0 < len(reply.display_name) <= MAX_DISPLAYNAME_LENGTH
     )
     if reply.display_name is not None:
-        assert reply.display_name == reply.display_name.strip() or len(reply.display_name) == MAX_DISPLAYNAME_LENGTH
+        assert reply.display_name == reply.display_name.strip()
+        reply.display_name.encode("utf-8")
     assert reply.three_pids is None or isinstance(reply.three_pids, tuple)
     for pid in reply.three_pids or ():
         assert isinstance(pid, ThreePid)
@@ -520,7 +715,7 @@ def test_well_formed_success_always_parses(value: Dict[str, Any]) -> None:
     profile = auth.get("profile") or {}
 
     def usable(name: Optional[str]) -> Optional[str]:
-        return name.strip()[:MAX_DISPLAYNAME_LENGTH] if name is not None and name.strip() else None
+        return None if name is None else clean_display_name(name)
 
     expected_name = usable(profile.get("display_name"))
     if expected_name is None:
@@ -639,11 +834,72 @@ def test_canonical_threepid_properties(medium: str, address: str) -> None:
 
 
 @SMALL_SETTINGS
+@given(st.lists(st.sampled_from(list("0123456789 +()-./")), min_size=1, max_size=30).map("".join))
+def test_msisdn_is_e164_digits_or_none(address: str) -> None:
+    result = canonical_threepid("msisdn", address)
+    if result is None:
+        return
+    digits = result[1]
+    assert digits.isdigit() and digits.isascii() and len(digits) <= 15 and digits[0] != "0"
+    assert canonical_threepid("msisdn", digits) == result
+    assert canonical_threepid("msisdn", "+" + digits) == result
+
+
+KNOWN_NUMBERS = ["447700900999", "15551234567", "353851234567", "390612345678", "4930123456", "33612345678"]
+
+
+@SMALL_SETTINGS
 @given(
-    st.lists(st.sampled_from(list("0123456789 +()-./")), min_size=1, max_size=30).map("".join),
+    st.sampled_from(KNOWN_NUMBERS),
+    st.sampled_from(["", "+", "00", "+ ", "00 "]),
+    st.lists(st.sampled_from(["", "", " ", "-", ".", "/", " - "]), min_size=15, max_size=15),
 )
-def test_msisdn_keeps_exactly_the_digits(address: str) -> None:
-    digits = "".join(c for c in address if c.isdigit())
-    assume(address.strip())
-    expected: Optional[Tuple[str, str]] = ("msisdn", digits) if 0 < len(digits) <= 20 else None
-    assert canonical_threepid("msisdn", address) == expected
+def test_known_number_under_any_spelling(number: str, prefix: str, separators: List[str]) -> None:
+    spelt = prefix + "".join(d + sep for d, sep in zip(number, separators)).rstrip(" -./")
+    assert canonical_threepid("msisdn", spelt) == ("msisdn", number)
+
+
+# Characters clean_display_name must never return.
+def _forbidden(c: str) -> bool:
+    return (
+        unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or 0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069
+    )
+
+
+_NAME_SPECIAL = list(
+    "\t\n\r\v\f\x85\u2028\u2029 \u3000\u00a0\x00\x1b\x1f\x7f\x9b\u202a\u202e\u2066\u2069\u200d\ud800\udfffaZ\u00e9"
+)
+NAMES = st.one_of(
+    LONG_TEXT,
+    st.lists(st.sampled_from(_NAME_SPECIAL), max_size=40).map("".join),
+    st.builds(lambda a, n, b: a * n + b, st.sampled_from(["ab ", "\x00", "x\n", "\ud800y"]), st.integers(0, 300), TEXT),
+)
+
+
+@PROPERTY_SETTINGS
+@given(NAMES)
+def test_clean_display_name_properties(name: str) -> None:
+    cleaned = clean_display_name(name)
+    if cleaned is None:
+        assert not any(not c.isspace() and not _forbidden(c) for c in name)
+        return
+    assert 0 < len(cleaned) <= MAX_DISPLAYNAME_LENGTH
+    assert not any(_forbidden(c) for c in cleaned)
+    cleaned.encode("utf-8")
+    assert cleaned == cleaned.strip() and "  " not in cleaned
+    assert clean_display_name(cleaned) == cleaned
+    # Nothing else is changed: every kept character was in the name, in order.
+    kept = iter(name)
+    assert all(c == " " or any(c == k for k in kept) for c in cleaned)
+
+
+@SMALL_SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "success", "\u00e9", ""]), st.integers()), max_size=6))
+def test_decode_json_refuses_exactly_the_objects_with_repeated_keys(pairs: List[Tuple[str, int]]) -> None:
+    body = ("{" + ", ".join("%s: %d" % (json.dumps(k), v) for k, v in pairs) + "}").encode("utf-8")
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) < len(keys):
+        with pytest.raises(MalformedReply, match="duplicate key"):
+            decode_json(body)
+    else:
+        assert decode_json(body) == dict(pairs)
