@@ -275,6 +275,15 @@ class SynapseCompat:
 
     # -- deactivation -------------------------------------------------------
 
+    def _can_watch_deactivations(self) -> bool:
+        api = self._api
+        register = getattr(api, "register_third_party_rules_callbacks", None)
+        if register is None or not hasattr(api, "invalidate_cache") or not hasattr(api, "register_cached_function"):
+            return False
+        # The class's signature: a test double's bound method has none.
+        unbound = getattr(api.__class__, "register_third_party_rules_callbacks", register)
+        return "on_user_deactivation_status_changed" in inspect.signature(unbound).parameters
+
     def watch_deactivations(self, forget: Callable[[Optional[str]], None]) -> bool:
         """Makes ``forget(user_id)`` run on every process of this homeserver
         whenever an account is deactivated or reactivated on any of them
@@ -285,13 +294,9 @@ class SynapseCompat:
         invalidation across workers); nothing is registered then.
         """
         api = self._api
-        register = getattr(api, "register_third_party_rules_callbacks", None)
-        if register is None or not hasattr(api, "invalidate_cache") or not hasattr(api, "register_cached_function"):
+        if not self._can_watch_deactivations():
             return False
-        # The class's signature: a test double's bound method has none.
-        unbound = getattr(api.__class__, "register_third_party_rules_callbacks", register)
-        if "on_user_deactivation_status_changed" not in inspect.signature(unbound).parameters:
-            return False
+        register = api.register_third_party_rules_callbacks
         _DEACTIVATIONS.listeners.append(forget)
         if not _DEACTIVATIONS.registered_with(api):
             api.register_cached_function(_DEACTIVATIONS)
@@ -327,4 +332,11 @@ class SynapseCompat:
             "3PID removal": "AuthHandler.delete_local_threepid"
             if self._delete_handler_usable()
             else "store.user_delete_threepid",
+            "deactivation notice": "on_user_deactivation_status_changed and ModuleApi.invalidate_cache"
+            if self._can_watch_deactivations()
+            else "none (profile_recheck_interval off)",
+            "failed-attempt limit": "rc_login.failed_attempts"
+            if self.failed_login_limit() is not None
+            else "Synapse's defaults",
+            "appservice namespaces": "store.get_app_services",
         }

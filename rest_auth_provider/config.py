@@ -20,6 +20,10 @@ DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024
 DEFAULT_MAX_CONCURRENT_REQUESTS = 100
 DEFAULT_PROFILE_RECHECK_INTERVAL = 300
 
+# More than any header value needs; a path pointing at something else (a log,
+# /dev/zero) fails instead of being read whole.
+MAX_HEADER_FILE_SIZE = 16 * 1024
+
 # Header names we set ourselves; letting the config override them would break
 # the request framing or the JSON contract.
 _RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding"})
@@ -255,7 +259,7 @@ def _endpoint(value: Optional[str]) -> str:
     try:
         parts = urlsplit(value)
     except ValueError as e:
-        raise config_error("not a valid URL (%s): %s" % (e, _quoted(value)), path) from None
+        raise config_error("not a valid URL (%s): %s" % (printable(str(e)), _quoted(value)), path) from None
     if parts.scheme not in ("http", "https"):
         raise config_error("expected an http:// or https:// URL, got %s" % _quoted(value), path)
     if not parts.hostname:
@@ -306,14 +310,17 @@ def read_header_file(path: str) -> str:
     without the line break at its end and without surrounding spaces or tabs.
 
     Raises ValueError, with a message that never shows the file's content,
-    when the file cannot be read, is empty, has more than one line, or holds
-    anything but printable ASCII characters and tabs.
+    when the file cannot be read, is empty, larger than
+    ``MAX_HEADER_FILE_SIZE``, has more than one line, or holds anything but
+    printable ASCII characters and tabs.
     """
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_HEADER_FILE_SIZE + 1)
     except OSError as e:
         raise ValueError("cannot read %s (%s)" % (printable(path), e.strerror or type(e).__name__)) from None
+    if len(data) > MAX_HEADER_FILE_SIZE:
+        raise ValueError("%s is larger than %d bytes: not a header value" % (printable(path), MAX_HEADER_FILE_SIZE))
     if data.endswith(b"\r\n"):
         data = data[:-2]
     elif data.endswith(b"\n"):

@@ -31,7 +31,7 @@ class FailureLimiter:
         self._burst_count = burst_count
         self._clock = clock
         self._max_keys = max_keys
-        self._levels: "OrderedDict[Hashable, Tuple[float, float]]" = OrderedDict()
+        self._levels: OrderedDict[Hashable, Tuple[float, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._levels)

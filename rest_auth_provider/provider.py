@@ -157,7 +157,9 @@ class RestAuthProvider:
             logger.exception("Login refused: unexpected error in rest_auth_provider")
             return None
 
-    async def _authenticate(self, username: Any, password: Any, threepid: Optional[Tuple[str, str]] = None) -> Optional[str]:
+    async def _authenticate(
+        self, username: Any, password: Any, threepid: Optional[Tuple[str, str]] = None
+    ) -> Optional[str]:
         # An empty password is never sent: many LDAP servers treat a bind
         # with an empty password as an anonymous bind that "succeeds"
         # (RFC 4513, section 5.1.2).

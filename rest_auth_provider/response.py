@@ -253,6 +253,8 @@ def _msisdn(text: str) -> Optional[str]:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
         return None
+    # An extension cannot pass _PHONE_TEXT today; checked in case phonenumbers
+    # learns another way of writing one.
     if number.extension or not phonenumbers.is_possible_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]

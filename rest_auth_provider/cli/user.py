@@ -21,7 +21,7 @@ from rest_auth_provider.cli.report import (
 )
 from rest_auth_provider.client import BackendError, Ma1sdClient
 from rest_auth_provider.config import ProviderConfig
-from rest_auth_provider.response import AuthReply, canonical_threepid
+from rest_auth_provider.response import AuthReply, canonical_threepid, untrusted_threepid_reason
 from rest_auth_provider.safetext import printable
 from rest_auth_provider.users import LocalRefusal, parse_login_name
 
@@ -144,7 +144,10 @@ def describe_login(reply: AuthReply, config: ProviderConfig, report: Report) -> 
         return result
     for pid in reply.three_pids:
         canonical = canonical_threepid(pid.medium, pid.address)
-        if canonical is not None:
+        untrusted = untrusted_threepid_reason(pid.medium, pid.address) if canonical is not None else None
+        if untrusted is not None:
+            ignored.append({"medium": pid.medium, "address": pid.address, "reason": untrusted})
+        elif canonical is not None:
             if {"medium": canonical[0], "address": canonical[1]} not in adds:
                 adds.append({"medium": canonical[0], "address": canonical[1]})
         elif pid.medium in ("email", "msisdn"):

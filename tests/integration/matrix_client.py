@@ -3,7 +3,8 @@
 import hashlib
 import hmac
 import time
-from typing import Any, Dict, List, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 import requests
@@ -147,6 +148,18 @@ class MatrixClient:
             headers=self._auth(as_token),
             timeout=self.timeout,
         )
+
+
+def logins_at_once(base_urls: Sequence[str], credentials: Sequence[Tuple[str, str]]) -> List[requests.Response]:
+    """Logs every (user, password) in at the same time, one thread and one
+    connection each, the i-th through ``base_urls[i % len(base_urls)]``."""
+
+    def login(i: int) -> requests.Response:
+        user, password = credentials[i]
+        return MatrixClient(base_urls[i % len(base_urls)]).login(user, password)
+
+    with ThreadPoolExecutor(max_workers=len(credentials)) as pool:
+        return list(pool.map(login, range(len(credentials))))
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.1) -> Any:

@@ -68,6 +68,10 @@ FAULTS: Dict[str, Tuple[Fault, str]] = {
         "needs string 'medium' and 'address'",
     ),
     "NaN in the JSON": (Fault("body", body=b'{"auth": {"success": NaN}}'), "reply is not JSON"),
+    "duplicate success key": (
+        Fault("body", body=b'{"auth": {"success": false, "success": true}}'),
+        "duplicate key",
+    ),
     "huge body (1 MiB)": (Fault("huge", size=1024 * 1024), "reply too large"),
 }
 

@@ -188,6 +188,11 @@ def test_startup_log_names_the_compatibility_branches(hs: Homeserver) -> None:
         "deactivation check via store.get_user_deactivated_status": version < (1, 41),
         "3PID removal via AuthHandler.delete_local_threepid": version >= (1, 79),
         "3PID removal via store.user_delete_threepid": version < (1, 79),
+        "deactivation notice via on_user_deactivation_status_changed and ModuleApi.invalidate_cache": version
+        >= (1, 69),
+        "deactivation notice via none (profile_recheck_interval off)": version < (1, 69),
+        "failed-attempt limit via rc_login.failed_attempts": True,
+        "appservice namespaces via store.get_app_services": True,
     }
     for fragment, present in expected.items():
         assert (fragment in line) == present, (fragment, line)

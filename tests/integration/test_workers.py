@@ -5,16 +5,18 @@ over replication, profile and 3PID writes happen from the worker. Runs in the
 tox environments that set RAP_WORKERS=1.
 """
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import yaml
 
 from tests.fake_ma1sd import FakeMa1sd
 from tests.integration.conftest import TIMEOUT, new_password
-from tests.integration.harness import supports_modules_style, synapse_version
-from tests.integration.matrix_client import wait_for
+from tests.integration.harness import _template, supports_modules_style, synapse_version
+from tests.integration.matrix_client import logins_at_once, wait_for
 from tests.integration.services import PostgresCluster, RedisServer
 from tests.integration.topology import WorkerTopology
 
@@ -115,3 +117,53 @@ def test_simultaneous_first_logins_across_workers_make_one_account(topology: Wor
     assert topology.count_users(user.user_id[1:].split(":")[0]) == 1
     token = responses[0].json()["access_token"]
     assert clients[0].threepid_set(token) == {("email", "race.w@example.org")}
+
+
+def test_racing_first_logins_across_processes_never_move_an_address(topology: WorkerTopology, ma1sd: FakeMa1sd) -> None:
+    """Issue 14, finding 3: 30 first logins at once, spread over the main
+    process and both workers, whose ma1sd entries all list one address: in
+    every round exactly one account holds it, the others do not."""
+    urls = [topology.main.url] + [w.url for w in topology.workers]
+    for _ in range(5):
+        address = "shared.w-%s@example.org" % uuid.uuid4().hex[:8]
+        users = [new_user(ma1sd, "wown", emails=(address,)) for _ in range(30)]
+
+        responses = logins_at_once(urls, [(u.user_id, u.password) for u in users])
+
+        assert [r.status_code for r in responses] == [200] * 30, [r.text for r in responses if r.status_code != 200]
+        rows = topology.postgres.query(
+            "SELECT count(*) FROM user_threepids WHERE medium = 'email' AND address = '%s'" % address,
+            database=topology.database,
+        )
+        assert rows == [["1"]], (address, rows)
+        holders = [
+            u.user_id
+            for u, r in zip(users, responses)
+            if ("email", address) in topology.main_client.threepid_set(r.json()["access_token"])
+        ]
+        assert len(holders) == 1, (address, holders)
+
+
+def test_reactivated_account_gets_its_3pids_back_at_once_on_a_worker(
+    topology: WorkerTopology, ma1sd: FakeMa1sd
+) -> None:
+    """Issue 14, finding 11: the worker remembered the account in step; after
+    deactivation and reactivation through the main process, its next login
+    restores the 3PIDs Synapse dropped, without waiting for the recheck interval."""
+    address = "back.w-%s@example.org" % uuid.uuid4().hex[:8]
+    user = new_user(ma1sd, "wreact", emails=(address,))
+    worker = topology.worker_clients[0]
+    token = worker.login_ok(user.user_id, user.password)["access_token"]
+    assert worker.threepid_set(token) == {("email", address)}
+    worker.login_ok(user.user_id, user.password)  # now remembered in step
+
+    # Reactivation needs Synapse's background updates done (see harness.py).
+    topology.main.wait_for_background_updates()
+    secret = yaml.safe_load((_template(SERVER) / "homeserver.yaml").read_text())["registration_shared_secret"]
+    admin = topology.main_client.register_admin(str(secret), "wadmin%s" % uuid.uuid4().hex[:8], new_password())
+    topology.main_client.deactivate(admin["access_token"], user.user_id)
+    # Not one of PASSWORDS: old releases log admin request bodies at DEBUG.
+    topology.main_client.reactivate(admin["access_token"], user.user_id, "local-%s" % uuid.uuid4().hex)
+
+    token = worker.login_ok(user.user_id, user.password)["access_token"]
+    assert worker.threepid_set(token) == {("email", address)}

@@ -659,14 +659,16 @@ def test_hostile_profile_cannot_forge_output_lines(
     assert_terminal_safe(result.output)
     lines = result.stdout.splitlines()
     assert [line for line in lines if "forged" in line and not line.startswith("      ")] == []
-    assert [line for line in lines if "exit " in line] == [lines[-1]]
+    assert [line for line in lines if re.search(r"exit \d+$", line)] == [lines[-1]]
     assert lines[-1].startswith("OK    result ")
-    # What ma1sd sent is still there to read, escaped.
+    # What ma1sd sent is still there to read, escaped (the module lowercases a medium).
     out = result.stdout
-    assert 'display name from ma1sd: "Mal\\x1b]0;owned\\x07\\u202elory\\x0aOK forged"' in out
-    assert "ignores email\\x0aOK forged exit 0 " in out
-    assert "msisdn\\x0d\\x1b[1AOK forged" in out
-    assert 'ignores ldap\\x9b2J "m\\ud800l": only email and msisdn are kept' in out
+    # (The display name may also have been cleaned before it gets here.)
+    assert 'display name from ma1sd: "Mal' in out
+    assert "m\\x1b[2j\\x07al\\x08\\x00@example.org" in out.lower()
+    assert "ignores email\\x0aok forged exit 0 " in out.lower()
+    assert "msisdn\\x0d\\x1b[1aok forged" in out.lower()
+    assert 'ignores ldap\\x9b2j "m\\ud800l": only email and msisdn are kept' in out.lower()
 
 
 def test_hostile_profile_in_json_is_escaped_and_kept(
@@ -679,9 +681,9 @@ def test_hostile_profile_in_json_is_escaped_and_kept(
     assert result.stdout.isascii()
     login = result.json()["user"]["login"]
     # The data is what ma1sd sent, exactly; only its JSON text is escaped.
-    ignored = [(i["medium"], i["address"]) for i in login["threepids_ignored"]]
-    assert ("email\nOK forged exit 0", "x@example.org") in ignored
-    assert ("ldap\x9b2J", "m\ud800l") in ignored
+    ignored = [(i["medium"].lower(), i["address"]) for i in login["threepids_ignored"]]
+    assert ("email\nok forged exit 0", "x@example.org") in ignored
+    assert ("ldap\x9b2j", "m\ud800l") in ignored
 
 
 @pytest.mark.parametrize("name", ["alice\nOK forged exit 0", "\x1b[2Jalice", "@al\u202eice:example.org", "al:ice\r"])
@@ -723,3 +725,25 @@ def test_help_exits_0(runner: Runner) -> None:
     result = runner.run(["check", "--help"], None)
     assert result.code == 0
     assert "--password-stdin" in result.stdout
+
+
+def test_lookalike_address_is_shown_as_ignored_as_a_login_would(
+    runner: Runner, fake: FakeMa1sd, tmp_path: Path
+) -> None:
+    saved = fake.users[ALICE].three_pids
+    fake.users[ALICE].three_pids = [
+        {"medium": "email", "address": "\u017fam@example.org"},
+        {"medium": "email", "address": "Alice@Example.org"},
+    ]
+    try:
+        config = homeserver(tmp_path, {"endpoint": fake.url})
+        result = check(runner, config, args=["--user", "alice"], stdin=ALICE_PASSWORD + "\n", secret=ALICE_PASSWORD)
+    finally:
+        fake.users[ALICE].three_pids = saved
+    assert result.code == 0, result.output
+    assert "adds email alice@example.org" in result.stdout
+    assert "adds email sam@example.org" not in result.stdout
+    assert (
+        'ignores email "\u017fam@example.org": folds to sam@example.org, which is not the address as sent'
+        in result.stdout
+    )

@@ -5,19 +5,24 @@ real sockets (and real TLS where it says so) to ``tests.fake_ma1sd``.
 """
 
 import json
+import socket
+import threading
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, List
+from typing import Any, AsyncIterator, Callable, Iterator, List, Optional, Set, Tuple
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.error import VerifyError
+from twisted.internet.error import ConnectionDone, VerifyError
+from twisted.python.failure import Failure
+from twisted.web._newclient import HTTP11ClientProtocol, RequestNotSent
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from rest_auth_provider.client import BackendError, Ma1sdClient
+from rest_auth_provider.client import BackendError, Ma1sdClient, _retryable
 from rest_auth_provider.config import CHECK_CREDENTIALS_PATH, DEFAULT_LOOKUP_PATH, parse_config
 from rest_auth_provider.response import AuthReply, ThreePid
-from tests.fake_ma1sd import CHECK_PATH, FakeMa1sd, Fault
+from tests.fake_ma1sd import FakeMa1sd, Fault
 from tests.unit.certs import CertPaths, write_certs
 
 ALICE = "@alice:example.com"
@@ -130,6 +135,28 @@ async def test_unknown_user_is_success_false(fake: FakeMa1sd, make_client: Clien
     assert reply.success is False
 
 
+@pytest.mark.parametrize(
+    "body,key",
+    [
+        (b'{"auth": {"success": false, "success": true}}', "success"),
+        (b'{"auth": {"success": false}, "auth": {"success": true}}', "auth"),
+        (
+            b'{"auth": {"success": true, "profile": {"three_pids": '
+            b'[{"medium": "email", "medium": "msisdn", "address": "447700900999"}]}}}',
+            "medium",
+        ),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_reply_with_duplicate_key_is_backend_error(
+    fake: FakeMa1sd, make_client: ClientFactory, body: bytes, key: str
+) -> None:
+    fake.fault = Fault("body", body=body)
+    client = make_client(endpoint=fake.url)
+    message = await _check_fails(client)
+    assert message == "reply has a duplicate key '%s'" % key
+
+
 @pytest_twisted.ensureDeferred
 async def test_malformed_reply_is_backend_error(fake: FakeMa1sd, make_client: ClientFactory) -> None:
     fake.fault = Fault("body", body=b'{"auth": {"success": "true"}}')
@@ -234,6 +261,16 @@ async def test_redirect_is_not_followed(fake: FakeMa1sd, make_client: ClientFact
     assert "HTTP 302" in message
     assert "http://127.0.0.1:9/elsewhere" in message
     assert len(fake.requests) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirect_target_is_shown_without_credentials_or_control_characters(
+    fake: FakeMa1sd, make_client: ClientFactory
+) -> None:
+    fake.fault = Fault("redirect", status=301, location="http://svc:Pa55#w/ord!@evil.example/\x1b[2J\x07x")
+    client = make_client(endpoint=fake.url)
+    message = await _check_fails(client)
+    assert message == "HTTP 301 redirect to http://***@evil.example/\\x1b[2J\\x07x not followed (check 'endpoint')"
 
 
 @pytest.mark.parametrize("status", [500, 404, 401, 204])
@@ -435,6 +472,16 @@ async def test_configured_headers_also_sent_on_lookup(
     assert await client.lookup_threepid("email", "alice@example.com") == ALICE
 
 
+def test_header_file_changed_into_two_lines_after_the_config_check_is_refused(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    config = parse_config({"endpoint": "http://127.0.0.1:1", "header_files": {"X-Token": str(token_file)}})
+    token_file.write_text("s3cret-token\r\nX-Injected: 1\n")
+    with pytest.raises(ValueError, match="more than one line") as info:
+        Ma1sdClient(config)
+    assert "s3cret" not in str(info.value)
+
+
 @pytest_twisted.ensureDeferred
 async def test_missing_headers_are_refused_by_server(guarded_fake: FakeMa1sd, make_client: ClientFactory) -> None:
     client = make_client(endpoint=guarded_fake.url, headers={"Authorization": "Bearer x"})
@@ -537,19 +584,242 @@ async def test_lookup_malformed_reply(fake: FakeMa1sd, make_client: ClientFactor
     assert "mxid" in message
 
 
+# -- sending a request twice ------------------------------------------------------
+
+
+class _DroppingServer:
+    """A real HTTP/1.1 server on 127.0.0.1 that keeps connections alive and,
+    for the requests whose number on their connection is in ``drop``, reads
+    the whole request, records it, then closes the socket without replying
+    (as a server that crashed or timed out after reading would). Every
+    request it read is in ``requests`` as (connection number, number on the
+    connection, method, path), whether it was answered or not."""
+
+    def __init__(self, drop: Set[int]):
+        self.drop = drop
+        self.requests: List[Tuple[int, int, str, str]] = []
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.url = "http://127.0.0.1:%d" % self._listener.getsockname()[1]
+        self._open: List[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self) -> None:
+        self._listener.close()
+        with self._lock:
+            for conn in self._open:
+                conn.close()
+
+    def requests_for(self, method: str) -> List[Tuple[int, int]]:
+        """Returns (connection number, number on the connection) of every ``method`` request read."""
+        with self._lock:
+            return [(c, n) for c, n, m, _ in self.requests if m == method]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                number = self.connections
+                self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        buffered = b""
+        with conn:
+            for index in range(1, 100):
+                request = self._read_request(conn, buffered)
+                if request is None:
+                    return
+                method, path, buffered = request
+                with self._lock:
+                    self.requests.append((number, index, method, path))
+                if index in self.drop:
+                    return  # closes the socket: no reply
+                if method == "POST":
+                    body = b'{"auth": {"success": true}}'
+                else:
+                    body = json.dumps({"mxid": ALICE}).encode()
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body)
+                )
+
+    @staticmethod
+    def _read_request(conn: socket.socket, buffered: bytes) -> Optional[Tuple[str, str, bytes]]:
+        """Returns (method, path, bytes read beyond the request) once the whole request is read."""
+        while b"\r\n\r\n" not in buffered:
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            buffered += chunk
+        head, _, rest = buffered.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        while len(rest) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            rest += chunk
+        return method, target.split("?")[0], rest[length:]
+
+
+@pytest.fixture
+def dropping_server(request: pytest.FixtureRequest) -> Iterator[_DroppingServer]:
+    server = _DroppingServer(drop=set(request.param))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("dropping_server", [{2}], indirect=True)
 @pytest_twisted.ensureDeferred
-async def test_stale_kept_alive_connection_is_retried_once_on_a_new_one() -> None:
-    fake = FakeMa1sd().start()
-    fake.add_user("@stale:example.org", "pw")
-    client = Ma1sdClient(parse_config({"endpoint": fake.url, "timeout": 2}))
-    try:
-        fake.fault = Fault("close_reused")
-        first = await client.check_credentials("@stale:example.org", "pw")
-        second = await client.check_credentials("@stale:example.org", "pw")
-        assert first.success and second.success
-        # The dropped request never reached the handler; the retry did, on a new connection.
-        assert len(fake.requests_for(CHECK_PATH)) == 2
-        assert fake.connections == 2
-    finally:
-        await client.close()
-        fake.stop()
+async def test_password_check_read_then_dropped_on_a_kept_alive_connection_is_not_sent_again(
+    dropping_server: _DroppingServer, make_client: ClientFactory
+) -> None:
+    client = make_client(endpoint=dropping_server.url, timeout=2)
+    assert (await client.check_credentials(ALICE, ALICE_PASSWORD)).success is True
+    # The second check goes out on the kept-alive connection; the server reads
+    # it (and could count it against a lockout policy), then closes.
+    message = await _check_fails(client)
+    assert "connection closed before a reply" in message
+    assert dropping_server.requests_for("POST") == [(1, 1), (1, 2)]
+    assert dropping_server.connections == 1
+
+
+@pytest.mark.parametrize("dropping_server", [{2}], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_lookup_read_then_dropped_on_a_kept_alive_connection_is_answered_by_a_retry(
+    dropping_server: _DroppingServer, make_client: ClientFactory
+) -> None:
+    client = make_client(endpoint=dropping_server.url, timeout=2)
+    assert await client.lookup_threepid("email", "alice@example.com") == ALICE
+    assert await client.lookup_threepid("email", "alice@example.com") == ALICE
+    # The dropped lookup reached the server; the retry went out on a new connection.
+    assert dropping_server.requests_for("GET") == [(1, 1), (1, 2), (2, 1)]
+
+
+@pytest.mark.parametrize("dropping_server", [{2}], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_lookup_retry_uses_a_new_connection_not_another_idle_one(
+    dropping_server: _DroppingServer, make_client: ClientFactory
+) -> None:
+    # Two kept-alive connections, both of which drop their next request (as
+    # after a restart of the server): the retry must not go out on the other.
+    client = make_client(endpoint=dropping_server.url, timeout=2, max_concurrent_requests=4)
+    first = [defer.ensureDeferred(client.lookup_threepid("email", "alice@example.com")) for _ in range(2)]
+    assert await defer.gatherResults(first) == [ALICE, ALICE]
+    assert dropping_server.connections == 2
+    assert await client.lookup_threepid("email", "alice@example.com") == ALICE
+    requests = dropping_server.requests_for("GET")
+    assert sorted(requests[:2]) == [(1, 1), (2, 1)]
+    assert requests[2][1] == 2  # read on a kept-alive connection, then dropped
+    assert requests[3:] == [(3, 1)]
+
+
+@pytest.mark.parametrize("dropping_server", [{1}], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_lookup_dropped_on_a_new_connection_is_not_retried(
+    dropping_server: _DroppingServer, make_client: ClientFactory
+) -> None:
+    client = make_client(endpoint=dropping_server.url, timeout=2)
+    message = await _check_lookup_fails(client)
+    assert "connection closed before a reply" in message
+    assert dropping_server.requests_for("GET") == [(1, 1)]
+
+
+def _dead_connection() -> HTTP11ClientProtocol:
+    """Returns an HTTP/1.1 client connection that Twisted already saw closed."""
+    protocol = HTTP11ClientProtocol()
+    protocol.connectionLost(Failure(ConnectionDone()))
+    return protocol
+
+
+@pytest.mark.parametrize("dropping_server", [set()], indirect=True)
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest_twisted.ensureDeferred
+async def test_request_not_sent_is_retried_on_a_new_connection(
+    dropping_server: _DroppingServer, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    client = make_client(endpoint=dropping_server.url, timeout=2)
+    pool: Any = client._pool
+    get_connection = pool.getConnection
+    handed_out: List[HTTP11ClientProtocol] = []
+
+    def first_a_dead_connection(key: Any, endpoint: Any) -> Any:
+        # As if the pool handed out a kept-alive connection that was found
+        # closed before the request was written: Twisted refuses to send on
+        # it with RequestNotSent, so the request provably never left.
+        if not handed_out:
+            handed_out.append(_dead_connection())
+            pool.last_was_new = False
+            return defer.succeed(handed_out[0])
+        return get_connection(key, endpoint)
+
+    monkeypatch.setattr(pool, "getConnection", first_a_dead_connection)
+    if method == "POST":
+        assert (await client.check_credentials(ALICE, ALICE_PASSWORD)).success is True
+    else:
+        assert await client.lookup_threepid("email", "alice@example.com") == ALICE
+    assert len(handed_out) == 1
+    assert dropping_server.requests_for(method) == [(1, 1)]
+
+
+@pytest.mark.parametrize("dropping_server", [set()], indirect=True)
+@pytest_twisted.ensureDeferred
+async def test_request_not_sent_twice_gives_up(
+    dropping_server: _DroppingServer, make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(endpoint=dropping_server.url, timeout=2)
+    pool: Any = client._pool
+    handed_out: List[HTTP11ClientProtocol] = []
+
+    def only_dead_connections(key: Any, endpoint: Any) -> Any:
+        handed_out.append(_dead_connection())
+        return defer.succeed(handed_out[-1])
+
+    monkeypatch.setattr(pool, "getConnection", only_dead_connections)
+    message = await _check_fails(client)
+    assert "RequestNotSent" in message
+    assert len(handed_out) == 2
+    assert dropping_server.requests == []
+
+
+def _failed(exc_type: Any, reason: BaseException) -> BaseException:
+    return exc_type([Failure(reason)])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "exc, method, reused, expected",
+    [
+        (RequestNotSent(), b"POST", True, True),
+        (RequestNotSent(), b"POST", False, True),
+        (RequestNotSent(), b"GET", True, True),
+        (_failed(ResponseNeverReceived, ConnectionDone()), b"POST", True, False),
+        (_failed(ResponseNeverReceived, ConnectionDone()), b"GET", True, True),
+        (_failed(ResponseNeverReceived, ConnectionDone()), b"GET", False, False),
+        (_failed(ResponseFailed, ConnectionDone()), b"GET", True, False),
+        (ValueError(), b"GET", True, False),
+    ],
+)
+def test_retry_rule(exc: BaseException, method: bytes, reused: bool, expected: bool) -> None:
+    assert _retryable(exc, method, reused) is expected
+
+
+def test_no_retry_after_a_tls_failure() -> None:
+    from OpenSSL import SSL
+
+    assert _retryable(_failed(ResponseNeverReceived, SSL.Error()), b"GET", True) is False

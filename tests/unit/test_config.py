@@ -13,6 +13,7 @@ from rest_auth_provider.config import (
     DEFAULT_LOOKUP_PATH,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_RESPONSE_SIZE,
+    MAX_HEADER_FILE_SIZE,
     ProviderConfig,
     parse_config,
     read_header_file,
@@ -705,6 +706,18 @@ def test_header_file_that_would_send_a_wrong_header_is_refused(tmp_path: Path, c
     assert type(info.value) is ValueError
     assert words in str(info.value)
     assert "S3C" not in str(info.value)
+
+
+def test_huge_header_file_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"S3CRET" * 100_000)
+    error = config_error(minimal(header_files={"X-Token": str(token)}))
+    assert where(error) == "header_files.X-Token"
+    assert "larger than" in message(error)
+    assert "S3C" not in str(error)
+    # The largest allowed value is fine.
+    token.write_bytes(b"a" * (MAX_HEADER_FILE_SIZE - 1) + b"\n")
+    assert read_header_file(str(token)) == "a" * (MAX_HEADER_FILE_SIZE - 1)
 
 
 @pytest.mark.parametrize("name", ["missing", "."])

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
+import pytest
 import yaml
 
 from rest_auth_provider.config import parse_config
@@ -29,7 +30,9 @@ def test_every_config_key_is_in_the_reference() -> None:
         assert "| `%s` |" % key in reference, key
 
 
-def test_every_yaml_example_in_the_docs_parses() -> None:
+def test_every_yaml_example_in_the_docs_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The examples name secret files of a deployment, which this machine has not.
+    monkeypatch.setattr("rest_auth_provider.config.read_header_file", lambda path: "x")
     blocks = 0
     for page in [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md")):
         for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S):

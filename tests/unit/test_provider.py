@@ -397,3 +397,158 @@ async def test_threepid_login_can_be_turned_off(synapse: FakeSynapse, ma1sd: Fak
     provider = make_provider(synapse, ma1sd, threepid_login={"enabled": False})
     assert await provider.check_3pid_auth("email", "mo@example.org", PW) is None
     assert ma1sd.requests == []
+
+
+# -- issue 14: hardening ------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reactivation_nobody_logged_in_through_is_heard(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    """Deactivated and reactivated by an admin with no login in between: the
+    notice Synapse sends every process makes the next login read again."""
+    account = synapse.add_account("@ria:example.org", "Ria")
+    ma1sd.add_user("@ria:example.org", PW, "Ria", emails=("ria@example.org",))
+    provider = make_provider(synapse, ma1sd)
+    await provider.check_auth("ria", "m.login.password", {"password": PW})
+    await provider.check_auth("ria", "m.login.password", {"password": PW})
+    account.threepids.clear()  # what Synapse does on deactivation
+    callback = synapse.deactivation_callback()
+    if HAS_DEACTIVATION_NOTICE:
+        assert callback is not None
+        await callback("@ria:example.org", True, True)
+        await callback("@ria:example.org", False, True)
+    else:
+        assert callback is None
+    assert await provider.check_auth("ria", "m.login.password", {"password": PW}) == "@ria:example.org"
+    assert account.threepids == {("email", "ria@example.org")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_attempts_count_per_account_whatever_the_spelling(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
+) -> None:
+    synapse.set_failed_attempts(0.0001, 3)
+    ma1sd.add_user("@tom:example.org", PW, msisdns=("447700900456",))
+    provider = make_provider(synapse, ma1sd)
+    spellings = ["447700900456", "+447700900456", "44 7700900456", "(44)7700900456", "+44 7700 900456"]
+    for spelling in spellings:
+        assert await provider.check_3pid_auth("msisdn", spelling, "wrong") is None
+    assert len(ma1sd.requests_for(CHECK_PATH)) == 3
+    # The right password is refused too, without asking ma1sd, by any name.
+    caplog.set_level(logging.INFO, logger="rest_auth_provider")
+    assert await provider.check_3pid_auth("msisdn", "0044 7700 900456", PW) is None
+    assert await provider.check_auth("@TOM:example.org", "m.login.password", {"password": PW}) is None
+    assert len(ma1sd.requests_for(CHECK_PATH)) == 3
+    assert any("without asking ma1sd: too many failed attempts" in r.getMessage() for r in caplog.records)
+    # Another user is not affected.
+    ma1sd.add_user("@una:example.org", PW)
+    assert await provider.check_auth("una", "m.login.password", {"password": PW}) == "@una:example.org"
+
+
+@pytest_twisted.ensureDeferred
+async def test_failures_by_name_block_a_login_by_phone(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    synapse.set_failed_attempts(0.0001, 2)
+    synapse.add_account("@vic:example.org").threepids = {("msisdn", "447700900457")}
+    ma1sd.add_user("@vic:example.org", PW, msisdns=("447700900457",))
+    provider = make_provider(synapse, ma1sd)
+    for name in ("Vic", "@vic:example.org"):
+        assert await provider.check_auth(name, "m.login.password", {"password": "wrong"}) is None
+    # Synapse does not know this spelling; the module resolves it to @vic.
+    assert await provider.check_3pid_auth("msisdn", "+44 7700 900457", PW) is None
+    assert len(ma1sd.requests_for(CHECK_PATH)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_known_number_logs_in_under_any_spelling(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    synapse.add_account("@wes:example.org").threepids = {("msisdn", "447700900999")}
+    ma1sd.add_user("@wes:example.org", PW)
+    provider = make_provider(synapse, ma1sd)
+    for spelling in ("+44 7700 900999", "0044 7700 900999", "+44 (0) 7700 900999"):
+        assert await provider.check_3pid_auth("msisdn", spelling, PW) == "@wes:example.org"
+    assert ma1sd.requests_for(LOOKUP_PATH) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_password_size_cap(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    longest = "é" * 512  # 1,024 bytes of UTF-8
+    ma1sd.add_user("@xia:example.org", longest)
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("xia", "m.login.password", {"password": longest}) == "@xia:example.org"
+    assert await provider.check_auth("xia", "m.login.password", {"password": longest + "x"}) is None
+    assert len(ma1sd.requests_for(CHECK_PATH)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_appservice_namespace_is_refused_before_ma1sd(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.unit.fake_synapse import AppService
+
+    synapse.app_services.append(AppService("@bridge_"))
+    synapse.add_account("@bridge_alice:example.org")
+    ma1sd.add_user("@bridge_alice:example.org", PW)
+    ma1sd.add_user("@bridge_new:example.org", PW)
+    provider = make_provider(synapse, ma1sd)
+    caplog.set_level(logging.INFO, logger="rest_auth_provider")
+    assert await provider.check_auth("bridge_alice", "m.login.password", {"password": PW}) is None
+    assert await provider.check_auth("Bridge_New", "m.login.password", {"password": PW}) is None
+    assert ma1sd.requests == []
+    assert "@bridge_new:example.org" not in synapse.accounts
+    refusals = [r.getMessage() for r in caplog.records if "exclusive namespace" in r.getMessage()]
+    assert len(refusals) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_owned_address_is_never_moved(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new account skips the 3PID read; only the atomic claim stands between
+    Synapse's moving upsert and another account's address."""
+    synapse.add_account("@first:example.org").threepids = {("email", "team@example.org")}
+    ma1sd.add_user("@second:example.org", PW, emails=("team@example.org", "second@example.org"))
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("second", "m.login.password", {"password": PW}) == "@second:example.org"
+    assert synapse.owner_of("email", "team@example.org") == "@first:example.org"
+    assert synapse.accounts["@second:example.org"].threepids == {("email", "second@example.org")}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "Not adding email team@example.org to @second:example.org: it already belongs to @first:example.org"
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_lookalike_addresses_from_ma1sd_are_not_stored(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
+) -> None:
+    ma1sd.add_user(
+        "@mallory:example.org",
+        PW,
+        emails=("\u017fam@example.org", "bo\u00df@example.org", "ada@\u212aexample.org", "Mallory@Example.org"),
+    )
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_auth("mallory", "m.login.password", {"password": PW}) == "@mallory:example.org"
+    assert synapse.accounts["@mallory:example.org"].threepids == {("email", "mallory@example.org")}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3
+    assert all(w.startswith("Not adding email ") and "not the address as sent" in w for w in warnings)
+
+
+@pytest_twisted.ensureDeferred
+async def test_control_characters_never_reach_the_log_raw(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
+) -> None:
+    ma1sd.add_user(
+        "@yan:example.org",
+        PW,
+        extra_three_pids=({"medium": "ldap\nOK forged", "address": "x\x1b[2J"},),
+        emails=("yan\x07@example.org",),
+    )
+    provider = make_provider(synapse, ma1sd)
+    caplog.set_level(logging.DEBUG, logger="rest_auth_provider")
+    await provider.check_3pid_auth("email", "evil\x1b[31m\x08\x00@example.org", PW)
+    await provider.check_auth("yan\x1b", "m.login.password", {"password": PW})
+    await provider.check_auth("yan", "m.login.password", {"password": PW})
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("\\x1b[31m" in m for m in messages)
+    for message in messages:
+        assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in message), repr(message)
