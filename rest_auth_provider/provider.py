@@ -24,16 +24,13 @@ from rest_auth_provider.memo import SyncMemo
 from rest_auth_provider.provisioning import Provisioner
 from rest_auth_provider.response import canonical_threepid
 from rest_auth_provider.safetext import printable
-from rest_auth_provider.users import LocalRefusal, parse_login_name
+from rest_auth_provider.users import LocalRefusal, parse_login_name, password_problem
 
 logger = logging.getLogger(__name__)
 
 PASSWORD_LOGIN = "m.login.password"
 PASSWORD_FIELDS = ("password",)
 
-# Longer passwords are refused without asking the backend: no directory
-# needs more, and an 8 MB password would otherwise become an 8 MB request.
-MAX_PASSWORD_BYTES = 1024
 # Synapse's own defaults for rc_login.failed_attempts, used if it has none.
 DEFAULT_FAILED_ATTEMPTS = (0.17, 3.0)
 
@@ -160,13 +157,9 @@ class RestAuthProvider:
     async def _authenticate(
         self, username: Any, password: Any, threepid: Optional[Tuple[str, str]] = None
     ) -> Optional[str]:
-        # An empty password is never sent: many LDAP servers treat a bind
-        # with an empty password as an anonymous bind that "succeeds"
-        # (RFC 4513, section 5.1.2).
-        if not isinstance(password, str) or not password:
-            return self._refuse_locally(username, "empty or missing password")
-        if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
-            return self._refuse_locally(username, "password longer than %d bytes" % MAX_PASSWORD_BYTES)
+        problem = password_problem(password)
+        if problem is not None:
+            return self._refuse_locally(username, problem)
         try:
             name = parse_login_name(username, self._compat.server_name)
         except LocalRefusal as e:
@@ -233,18 +226,25 @@ class RestAuthProvider:
     async def _authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Optional[str]:
         if not isinstance(medium, str) or not isinstance(address, str):
             return None
+        raw_medium, raw_address = medium, address
         canonical = canonical_threepid(medium, address)
         if canonical is None:
             return None
         medium, address = canonical
-        shown = "%s %s" % (medium, printable(address, 100))
-        if not isinstance(password, str) or not password:
-            return self._refuse_locally(shown, "empty or missing password")
         owner = await self._compat.get_threepid_owner(medium, address)
+        if owner is not None and (medium, address) == (raw_medium, raw_address):
+            # Synapse asks password modules first, then looks the address up
+            # itself, as it was sent, and calls check_auth for its owner:
+            # answering here too would check the password twice.
+            return None
+        shown = "%s %s" % (medium, printable(address, 100))
+        problem = password_problem(password)
+        if problem is not None:
+            return self._refuse_locally(shown, problem)
         if owner is not None:
-            # Synapse looks up the address only as typed; a phone number
-            # spelled another way reaches us. The account holding the
-            # canonical number is the one this login names.
+            # A spelling Synapse's own lookup will miss (a phone number
+            # written another way): the account holding the canonical number
+            # is the one this login names.
             return await self._authenticate(owner, password, canonical)
         if not self._failures.allows(("3pid",) + canonical):
             return self._refuse_locally(shown, "too many failed attempts (rc_login.failed_attempts)")

@@ -6,9 +6,12 @@ that cannot be a user ID here are refused before anyone asks ma1sd.
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 MAX_USER_ID_LENGTH = 255  # Synapse's limit on a whole user ID.
+# Longer passwords are refused without asking the backend: no directory
+# needs more, and an 8 MB password would otherwise become an 8 MB request.
+MAX_PASSWORD_BYTES = 1024
 
 # What Synapse accepts for new accounts (lowercase only).
 _NEW_LOCALPART = re.compile(r"[a-z0-9._=/+-]+")
@@ -31,6 +34,20 @@ class LoginName:
     localpart: str
     user_id: str
     registrable: bool
+
+
+def password_problem(password: Any) -> Optional[str]:
+    """Returns why ``password`` is refused without asking the backend, or
+    None when it may be sent.
+
+    An empty password is never sent: many LDAP servers treat a bind with an
+    empty password as an anonymous bind that "succeeds" (RFC 4513, 5.1.2).
+    """
+    if not isinstance(password, str) or not password:
+        return "empty or missing password"
+    if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+        return "password longer than %d bytes" % MAX_PASSWORD_BYTES
+    return None
 
 
 def parse_login_name(raw: Any, server_name: str) -> LoginName:

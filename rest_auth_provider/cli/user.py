@@ -23,7 +23,7 @@ from rest_auth_provider.client import BackendError, Ma1sdClient
 from rest_auth_provider.config import ProviderConfig
 from rest_auth_provider.response import AuthReply, canonical_threepid, untrusted_threepid_reason
 from rest_auth_provider.safetext import printable
-from rest_auth_provider.users import LocalRefusal, parse_login_name
+from rest_auth_provider.users import LocalRefusal, parse_login_name, password_problem
 
 
 def read_password(prompt: str, from_stdin: bool) -> str:
@@ -69,9 +69,11 @@ def resolve_user(args: argparse.Namespace, report: Report) -> Tuple[Optional[Tup
             "only an existing account with this ID can log in" % shown,
         )
     password = read_password("Password for %s: " % shown, args.password_stdin)
-    if not password:
-        report.data["user"].update(checked=True, accepted=False, error="empty password")
-        report.line(FAIL, "login", "%s: empty password, refused without asking ma1sd" % shown)
+    problem = password_problem(password)
+    if problem is not None:
+        error = "empty password" if not password else problem
+        report.data["user"].update(checked=True, accepted=False, error=error)
+        report.line(FAIL, "login", "%s: %s, refused without asking ma1sd" % (shown, error))
         return None, EXIT_REFUSED
     return (name.user_id, password), EXIT_OK
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -25,7 +25,7 @@ MODULE = "rest_auth_provider.RestAuthProvider"
 _template_dirs: Dict[Any, Path] = {}
 
 
-def synapse_version() -> tuple:
+def synapse_version() -> Tuple[int, ...]:
     """Returns the installed Synapse version as a tuple of ints, e.g. (1, 19, 3)."""
     import synapse
 
@@ -138,7 +138,7 @@ class SynapseServer:
         self._extra = config
         self._log_level = log_level
         self._worker = worker
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: Optional[subprocess.Popen[bytes]] = None
         self._output: Any = None
 
     @property

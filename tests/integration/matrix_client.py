@@ -4,7 +4,7 @@ import hashlib
 import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import quote
 
 import requests
@@ -69,7 +69,8 @@ class MatrixClient:
             self._url("/_matrix/client/r0/profile/%s/displayname" % quote(user_id)), timeout=self.timeout
         )
         r.raise_for_status()
-        return r.json().get("displayname")
+        name = r.json().get("displayname")
+        return None if name is None else str(name)
 
     def threepids(self, token: str) -> List[Dict[str, Any]]:
         r = self.session.get(
@@ -78,7 +79,7 @@ class MatrixClient:
         r.raise_for_status()
         return list(r.json()["threepids"])
 
-    def threepid_set(self, token: str) -> set:
+    def threepid_set(self, token: str) -> Set[Tuple[str, str]]:
         return {(t["medium"], t["address"]) for t in self.threepids(token)}
 
     def delete_threepid(self, token: str, medium: str, address: str) -> None:

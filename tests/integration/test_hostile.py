@@ -190,7 +190,7 @@ def test_racing_3pid_syncs_lose_and_duplicate_nothing(sync_hs: Homeserver) -> No
 
 @pytest.fixture(scope="module")
 def tls_setup(tmp_path_factory: Any) -> Iterator[Tuple[Homeserver, FakeMa1sd, Any]]:
-    certs = write_certs(Path(tmp_path_factory.mktemp("certs")))
+    certs = write_certs(str(tmp_path_factory.mktemp("certs")))
     fake = FakeMa1sd(tls=certs.server).start()
     style = "modules" if supports_modules_style() else "password_providers"
     config = {"endpoint": "https://127.0.0.1:%d" % fake.port, "timeout": TIMEOUT, "tls": {"ca_file": certs.ca_cert}}

@@ -122,7 +122,8 @@ def test_simultaneous_first_logins_across_workers_make_one_account(topology: Wor
 def test_racing_first_logins_across_processes_never_move_an_address(topology: WorkerTopology, ma1sd: FakeMa1sd) -> None:
     """Issue 14, finding 3: 30 first logins at once, spread over the main
     process and both workers, whose ma1sd entries all list one address: in
-    every round exactly one account holds it, the others do not."""
+    every round exactly one account holds it, and each of the others logged
+    that it already belongs to someone."""
     urls = [topology.main.url] + [w.url for w in topology.workers]
     for _ in range(5):
         address = "shared.w-%s@example.org" % uuid.uuid4().hex[:8]
@@ -142,6 +143,17 @@ def test_racing_first_logins_across_processes_never_move_an_address(topology: Wo
             if ("email", address) in topology.main_client.threepid_set(r.json()["access_token"])
         ]
         assert len(holders) == 1, (address, holders)
+        # Every other login was told, none silently lost the address to a
+        # later one (user_add_threepid overwrites the owner, so the count
+        # alone would not show an address that moved).
+        refused = [
+            line
+            for server in topology.processes()
+            for line in server.log_text().splitlines()
+            if address in line and "already belongs to" in line
+        ]
+        told = {u.user_id for u in users if any(u.user_id in line for line in refused)} - set(holders)
+        assert len(refused) == 29 and len(told) == 29, (address, refused)
 
 
 def test_reactivated_account_gets_its_3pids_back_at_once_on_a_worker(

@@ -332,7 +332,7 @@ def test_probe_only_without_user(runner: Runner, fake: FakeMa1sd, tmp_path: Path
     result = check(runner, homeserver(tmp_path, {"endpoint": fake.url}))
     assert result.code == 0, result.output
     assert not any(" login " in line for line in result.stdout.splitlines())
-    assert [r["user_id"] for r in fake.requests_for(CHECK_PATH)] == [PROBE_USER_ID]
+    assert fake.requests_for(CHECK_PATH) == []  # the password is read before any probe
 
 
 def test_ma1sd_400_with_errcode_counts_as_ma1sd(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
@@ -747,3 +747,15 @@ def test_lookalike_address_is_shown_as_ignored_as_a_login_would(
         'ignores email "\u017fam@example.org": folds to sam@example.org, which is not the address as sent'
         in result.stdout
     )
+
+
+def test_an_oversized_password_is_refused_without_asking_ma1sd(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
+    config = homeserver(tmp_path, {"endpoint": fake.url})
+    password = "p" * 1025
+    result = check(runner, config, args=["--user", "alice"], stdin=password + "\n", secret=password)
+    assert result.code == 4, result.output
+    assert (
+        "FAIL  login      @alice:example.org: password longer than 1024 bytes, refused without asking ma1sd"
+        in result.stdout
+    )
+    assert fake.requests_for(CHECK_PATH) == []  # the password is read before any probe

@@ -365,12 +365,12 @@ async def test_threepid_login_for_an_address_synapse_does_not_know(synapse: Fake
     assert await provider.check_3pid_auth("email", "Jo@Example.org", PW) == "@jo:example.org"
     assert ma1sd.requests_for(LOOKUP_PATH)[0]["query"]["address"] == ["jo@example.org"]
     assert synapse.accounts["@jo:example.org"].displayname == "Jo"
-    # Now known locally: the account holding the address is the one asked
-    # about (Synapse's own lookup misses spellings it does not normalise).
+    # Now known locally as sent: Synapse looks it up itself after asking the
+    # module and calls check_auth for the owner; the module steps aside, so
+    # that a password is checked once per login.
     ma1sd.reset()
-    assert await provider.check_3pid_auth("email", "jo@example.org", PW) == "@jo:example.org"
-    assert ma1sd.requests_for(LOOKUP_PATH) == []
-    assert [r["user_id"] for r in ma1sd.requests_for(CHECK_PATH)] == ["@jo:example.org"]
+    assert await provider.check_3pid_auth("email", "jo@example.org", PW) is None
+    assert ma1sd.requests == []
 
 
 @pytest_twisted.ensureDeferred
@@ -552,3 +552,15 @@ async def test_control_characters_never_reach_the_log_raw(
     assert any("\\x1b[31m" in m for m in messages)
     for message in messages:
         assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in message), repr(message)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_known_address_as_stored_is_left_to_synapse(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    """Synapse asks the module first, then finds the stored spelling itself
+    and calls check_auth: the module must not check the password as well."""
+    synapse.add_account("@zed:example.org").threepids = {("msisdn", "447700900998")}
+    ma1sd.add_user("@zed:example.org", PW)
+    provider = make_provider(synapse, ma1sd)
+    assert await provider.check_3pid_auth("msisdn", "447700900998", "wrong") is None
+    assert await provider.check_3pid_auth("msisdn", "447700900998", PW) is None
+    assert ma1sd.requests == []
