@@ -154,7 +154,7 @@ def redis() -> Iterator[RedisServer]:
     server.stop()
 
 
-def _start(
+def start_homeserver(
     request: Any,
     tmp_path_factory: Any,
     ma1sd: FakeMa1sd,
@@ -181,7 +181,9 @@ def _start(
 @pytest.fixture(scope="session")
 def defaults_hs(request: Any, tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[Homeserver]:
     style = "modules" if supports_modules_style() else "password_providers"
-    yield from _start(request, tmp_path_factory, ma1sd, "defaults", style, {"endpoint": ma1sd.url, "timeout": TIMEOUT})
+    yield from start_homeserver(
+        request, tmp_path_factory, ma1sd, "defaults", style, {"endpoint": ma1sd.url, "timeout": TIMEOUT}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -192,7 +194,7 @@ def sync_hs(request: Any, tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[H
         "profile_recheck_interval": 0,
         "policy": {"login": {"profile": {"name": True}}, "all": {"threepid": {"replace": True}}},
     }
-    yield from _start(request, tmp_path_factory, ma1sd, "sync", "password_providers", config)
+    yield from start_homeserver(request, tmp_path_factory, ma1sd, "sync", "password_providers", config)
 
 
 @pytest.fixture(params=["defaults", "sync"])

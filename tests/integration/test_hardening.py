@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.fake_ma1sd import CHECK_PATH, FakeMa1sd
-from tests.integration.conftest import PASSWORDS, TIMEOUT, Homeserver, _start, new_password
+from tests.integration.conftest import PASSWORDS, TIMEOUT, Homeserver, new_password, start_homeserver
 from tests.integration.harness import supports_modules_style
 from tests.integration.matrix_client import logins_at_once
 from tests.integration.test_threepid_login import shim_drops_3pid_auth
@@ -96,7 +96,7 @@ def hardened_hs(request: Any, tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterat
     }
     style = "modules" if supports_modules_style() else "password_providers"
     config = {"endpoint": ma1sd.url, "timeout": TIMEOUT}
-    yield from _start(request, tmp_path_factory, ma1sd, "hardened", style, config, synapse_config)
+    yield from start_homeserver(request, tmp_path_factory, ma1sd, "hardened", style, config, synapse_config)
 
 
 # -- finding 1: failed-login limit across spellings ---------------------------
@@ -215,7 +215,7 @@ def test_concurrent_first_logins_give_an_address_to_one_account(defaults_hs: Hom
             if ("email", address) in hs.client.threepid_set(r.json()["access_token"])
         ]
         assert len(holders) == 1, holders
-        refused = [w for w in hs.module_warnings(mark) if "already belongs to" in w]
+        refused = [w for w in hs.module_warnings(mark) if address in w and "already belongs to" in w]
         told = {u.user_id for u in users if any(u.user_id in w for w in refused)} - set(holders)
         assert len(refused) == 9 and len(told) == 9, refused
 
