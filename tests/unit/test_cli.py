@@ -332,7 +332,7 @@ def test_probe_only_without_user(runner: Runner, fake: FakeMa1sd, tmp_path: Path
     result = check(runner, homeserver(tmp_path, {"endpoint": fake.url}))
     assert result.code == 0, result.output
     assert not any(" login " in line for line in result.stdout.splitlines())
-    assert fake.requests_for(CHECK_PATH) == []  # the password is read before any probe
+    assert [r["user_id"] for r in fake.requests_for(CHECK_PATH)] == [PROBE_USER_ID]
 
 
 def test_ma1sd_400_with_errcode_counts_as_ma1sd(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
