@@ -89,6 +89,36 @@ def process_cpu_seconds(pid: Optional[int]) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """Returns the CPU time (user + system) of process ``root`` and all its live
+    descendants, with the children each of them has reaped: everything the
+    benchmark started (the Synapses, PostgreSQL and its backends, the fakes)
+    and itself."""
+    children: Dict[int, List[int]] = {}
+    ticks: Dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        # utime, stime, cutime, cstime: fields 14 to 17.
+        ticks[pid] = sum(int(x) for x in fields[11:15])
+    total, stack, seen = 0, [root], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += ticks.get(pid, 0)
+        stack.extend(children.get(pid, ()))
+    return total / _CLOCK_TICKS
+
+
 # prometheus_client adds "_total" to counter names (and "_created" samples, skipped).
 _TXN_SAMPLE = re.compile(r"^synapse_storage_transaction_time_(count|sum)(?:_total)?\{(.*)\} (\S+)$")
 _DESC_LABEL = re.compile(r'desc="([^"]*)"')
@@ -290,6 +320,7 @@ def run_logins(
     cpu_synapse = process_cpu_seconds(pid)
     cpu_client = time.process_time()
     cpu_machine = machine_cpu()
+    cpu_ours = tree_cpu_seconds(os.getpid())
     start = time.perf_counter()
     probe.go.set()
     for t in threads:
@@ -309,5 +340,12 @@ def run_logins(
         client_cpu=time.process_time() - cpu_client,
     )
     result.extra["probe_errors"] = probe.errors
-    result.extra["machine_busy_cores"] = busy_cores(cpu_machine, machine_cpu())
+    machine_after = machine_cpu()
+    cpu_ours = tree_cpu_seconds(os.getpid()) - cpu_ours
+    result.extra["machine_busy_cores"] = busy_cores(cpu_machine, machine_after)
+    # What the machine was busy with besides the benchmark and everything it started.
+    elapsed = (machine_after[1] - cpu_machine[1]) / _CLOCK_TICKS / (os.cpu_count() or 1)
+    result.extra["other_busy_cores"] = (
+        max(0.0, result.extra["machine_busy_cores"] - cpu_ours / elapsed) if elapsed > 0 else float("nan")
+    )
     return result

@@ -1,11 +1,13 @@
-"""The fake ma1sd (``tests.fake_ma1sd.FakeMa1sd``) in a process of its own.
+"""The fake ma1sd (``tests.fake_ma1sd.FakeMa1sd``), or the fake REST identity
+store (``tests.fake_reststore.FakeRestStore``), in a process of its own.
 
-Real ma1sd is a separate (Java) process. Running the threaded fake inside the
-benchmark process would make it share one GIL with the 50 load threads and
-the probe, so at C=50 its replies would queue behind the load generator and
-the provider under test would look slower than it is. ``RemoteMa1sd`` runs it
-in a child process and offers the attributes the benchmark uses (``url``,
-``delay``, ``connections``, ``max_in_flight``, ``add_user``, ``reset``).
+Real ma1sd is a separate (Java) process, and so is a real REST store. Running
+the threaded fake inside the benchmark process would make it share one GIL
+with the 50 load threads and the probe, so at C=50 its replies would queue
+behind the load generator and the provider under test would look slower than
+it is. ``RemoteMa1sd`` runs it in a child process and offers the attributes
+the benchmark uses (``url``, ``delay``, ``connections``, ``max_in_flight``,
+``add_user``, ``reset``); ``RemoteMa1sd("rest")`` serves the REST store.
 """
 
 import http.server
@@ -15,6 +17,10 @@ from multiprocessing.connection import Connection
 from typing import Any, List, Optional, Tuple
 
 from tests.fake_ma1sd import FakeMa1sd
+from tests.fake_reststore import FakeRestStore
+
+#: What each kind of fake speaks: ma1sd's own API, or ma1sd's REST-store backend protocol.
+KINDS = ("ma1sd", "rest")
 
 _User = Tuple[str, str, Optional[str], Tuple[str, ...]]
 
@@ -31,11 +37,20 @@ def raise_listen_backlog() -> None:
     http.server.ThreadingHTTPServer.request_queue_size = LISTEN_BACKLOG
 
 
-def _serve(conn: Connection) -> None:
+def make_fake(kind: str, domain: str = "example.org") -> FakeMa1sd:
+    """Returns a new (not started) fake of ``kind``: ma1sd, or a REST store serving ``domain``."""
+    if kind == "rest":
+        return FakeRestStore(domain=domain)
+    if kind == "ma1sd":
+        return FakeMa1sd()
+    raise ValueError("unknown kind of fake: %r (expected one of %s)" % (kind, ", ".join(KINDS)))
+
+
+def _serve(conn: Connection, kind: str = "ma1sd", domain: str = "example.org") -> None:
     # Ctrl-C reaches the whole process group; the benchmark stops this process itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_listen_backlog()
-    fake = FakeMa1sd().start()
+    fake = make_fake(kind, domain).start()
     try:
         conn.send(fake.url)
         while True:
@@ -62,9 +77,14 @@ def _serve(conn: Connection) -> None:
 
 
 class RemoteMa1sd:
-    """Starts, drives and stops the fake ma1sd in a child process."""
+    """Starts, drives and stops the fake ma1sd (``kind="ma1sd"``) or the fake
+    REST store (``kind="rest"``, answering for ``domain``) in a child process."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str = "ma1sd", domain: str = "example.org") -> None:
+        if kind not in KINDS:
+            raise ValueError("unknown kind of fake: %r (expected one of %s)" % (kind, ", ".join(KINDS)))
+        self.kind = kind
+        self.domain = domain
         self._process: Optional[Any] = None
         self._conn: Optional[Connection] = None
         self._pending: List[_User] = []
@@ -74,12 +94,14 @@ class RemoteMa1sd:
     def start(self) -> "RemoteMa1sd":
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child,), name="fake-ma1sd", daemon=True)
+        self._process = context.Process(
+            target=_serve, args=(child, self.kind, self.domain), name="fake-%s" % self.kind, daemon=True
+        )
         self._process.start()
         child.close()
         self._conn = parent
         if not parent.poll(60):
-            raise RuntimeError("the fake ma1sd process did not start")
+            raise RuntimeError("the fake %s process did not start" % self.kind)
         self.url = parent.recv()
         return self
 
@@ -90,7 +112,7 @@ class RemoteMa1sd:
             self._call("add_users", pending)
         self._conn.send((command, argument))
         if not self._conn.poll(60):
-            raise RuntimeError("the fake ma1sd process does not answer")
+            raise RuntimeError("the fake %s process does not answer" % self.kind)
         return self._conn.recv()
 
     def add_user(
@@ -128,6 +150,11 @@ class RemoteMa1sd:
     def max_in_flight(self) -> int:
         """Most requests handled at once since the last reset()."""
         return int(self._call("stats")[1])
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The child process's ID (for its CPU time), or None when not running."""
+        return self._process.pid if self._process is not None else None
 
     def stop(self) -> None:
         process, self._process = self._process, None

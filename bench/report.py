@@ -4,7 +4,9 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-PROVIDER_ORDER = ("ours", "floor", "blocking")
+#: The module under test, per backend: ``ours`` with ``backend: ma1sd`` and with ``backend: rest``.
+OURS = {"ma1sd": "ours-ma1sd", "rest": "ours-rest"}
+PROVIDER_ORDER = (OURS["ma1sd"], OURS["rest"], "floor", "blocking")
 PHASES = ("first", "repeat")
 METRICS = (
     "wall_s",
@@ -14,6 +16,7 @@ METRICS = (
     "probe_p99_ms",
     "probe_max_ms",
     "synapse_cpu_ms_per_login",
+    "fake_cpu_ms_per_login",
     "client_cpu_pct",
     "db_txns_per_login",
     "db_ms_per_login",
@@ -69,6 +72,7 @@ TABLE_HEADER = (
     "probe p99",
     "probe max",
     "cpu ms/login",
+    "fake cpu ms/login",
     "db txns/login",
     "errors",
 )
@@ -100,6 +104,7 @@ def table_rows(
                             _fmt(m["probe_p99_ms"], 1),
                             _fmt(m["probe_max_ms"], 1),
                             _fmt(m["synapse_cpu_ms_per_login"], 1),
+                            _fmt(m.get("fake_cpu_ms_per_login"), 1),
                             _fmt(m.get("db_txns_per_login"), 1),
                             str(cell["errors"]),
                         ]
@@ -111,9 +116,12 @@ RATIO_HEADER = (
     "phase",
     "D ms",
     "C",
+    "backend",
     "wall ours/floor",
     "logins/s ours/floor",
     "p99 ours/floor",
+    "probe max ours/floor",
+    "cpu ms/login ours-floor",
     "wall blocking/ours",
     "p99 blocking/ours",
     "probe max blocking/ours",
@@ -123,6 +131,7 @@ RATIO_HEADER = (
 def ratio_rows(
     cells: Dict[str, Dict[str, Any]], delays: Sequence[int], concurrencies: Sequence[int]
 ) -> List[List[str]]:
+    """Returns, per cell and backend, ours against floor (and blocking against ours)."""
     rows = []
     for phase in PHASES:
         for delay in delays:
@@ -132,52 +141,60 @@ def ratio_rows(
                     for p in PROVIDER_ORDER
                     if cell_key(p, phase, delay, conc) in cells
                 }
-                if "ours" not in m:
-                    continue
-                ours, floor, blocking = m["ours"], m.get("floor", {}), m.get("blocking", {})
-                rows.append(
-                    [
-                        phase,
-                        str(delay),
-                        str(conc),
-                        _fmt(_ratio(ours["wall_s"], floor.get("wall_s")), 2),
-                        _fmt(_ratio(ours["logins_per_s"], floor.get("logins_per_s")), 2),
-                        _fmt(_ratio(ours["p99_ms"], floor.get("p99_ms")), 2),
-                        _fmt(_ratio(blocking.get("wall_s"), ours["wall_s"]), 2),
-                        _fmt(_ratio(blocking.get("p99_ms"), ours["p99_ms"]), 2),
-                        _fmt(_ratio(blocking.get("probe_max_ms"), ours["probe_max_ms"]), 1),
-                    ]
-                )
+                floor, blocking = m.get("floor", {}), m.get("blocking", {})
+                for backend, name in OURS.items():
+                    if name not in m:
+                        continue
+                    ours = m[name]
+                    rows.append(
+                        [
+                            phase,
+                            str(delay),
+                            str(conc),
+                            backend,
+                            _fmt(_ratio(ours["wall_s"], floor.get("wall_s")), 2),
+                            _fmt(_ratio(ours["logins_per_s"], floor.get("logins_per_s")), 2),
+                            _fmt(_ratio(ours["p99_ms"], floor.get("p99_ms")), 2),
+                            _fmt(_ratio(ours["probe_max_ms"], floor.get("probe_max_ms")), 2),
+                            _signed(_diff(ours["synapse_cpu_ms_per_login"], floor.get("synapse_cpu_ms_per_login"))),
+                            _fmt(_ratio(blocking.get("wall_s"), ours["wall_s"]), 2),
+                            _fmt(_ratio(blocking.get("p99_ms"), ours["p99_ms"]), 2),
+                            _fmt(_ratio(blocking.get("probe_max_ms"), ours["probe_max_ms"]), 1),
+                        ]
+                    )
     return rows
 
 
-TRANSACTION_HEADER = ("phase", "D ms", "C", "transaction", "ours/login", "floor/login", "ours - floor")
+TRANSACTION_HEADER = ("phase", "D ms", "C", "backend", "transaction", "ours/login", "floor/login", "ours - floor")
 
 
 def transaction_rows(
     cells: Dict[str, Dict[str, Any]], delays: Sequence[int], concurrencies: Sequence[int]
 ) -> List[List[str]]:
-    """Returns, per phase, the database transactions per login (Synapse's names)
-    where ours and floor differ by 0.05 or more, at the lowest D and C of the
-    grid, and the total; empty when the run has no transaction counts."""
+    """Returns, per phase and backend, the database transactions per login
+    (Synapse's names) where ours and floor differ by 0.05 or more, at the
+    lowest D and C of the grid, and the total; empty when the run has no
+    transaction counts."""
     if not delays or not concurrencies:
         return []
     delay, conc = min(delays), min(concurrencies)
     rows = []
     for phase in PHASES:
-        ours = cells.get(cell_key("ours", phase, delay, conc))
         floor = cells.get(cell_key("floor", phase, delay, conc))
-        if ours is None or floor is None or "db_txns_median" not in ours or "db_txns_median" not in floor:
-            continue
-        mine, base = ours["db_txns_median"], floor["db_txns_median"]
-        diffs = {n: mine.get(n, 0.0) - base.get(n, 0.0) for n in set(mine) | set(base)}
-        for name in sorted(diffs, key=lambda n: (-diffs[n], n)):
-            if abs(diffs[name]) >= 0.05:
-                row = [phase, str(delay), str(conc), name, _fmt(mine.get(name, 0.0), 2), _fmt(base.get(name, 0.0), 2)]
-                rows.append(row + ["%+.2f" % diffs[name]])
-        total_ours, total_floor = ours["median"].get("db_txns_per_login"), floor["median"].get("db_txns_per_login")
-        total = [_fmt(total_ours, 2), _fmt(total_floor, 2), _fmt(_diff(total_ours, total_floor), 2)]
-        rows.append([phase, str(delay), str(conc), "all transactions"] + total)
+        for backend, name in OURS.items():
+            ours = cells.get(cell_key(name, phase, delay, conc))
+            if ours is None or floor is None or "db_txns_median" not in ours or "db_txns_median" not in floor:
+                continue
+            mine, base = ours["db_txns_median"], floor["db_txns_median"]
+            diffs = {n: mine.get(n, 0.0) - base.get(n, 0.0) for n in set(mine) | set(base)}
+            where = [phase, str(delay), str(conc), backend]
+            for txn in sorted(diffs, key=lambda n: (-diffs[n], n)):
+                if abs(diffs[txn]) >= 0.05:
+                    row = where + [txn, _fmt(mine.get(txn, 0.0), 2), _fmt(base.get(txn, 0.0), 2)]
+                    rows.append(row + ["%+.2f" % diffs[txn]])
+            total_ours, total_floor = ours["median"].get("db_txns_per_login"), floor["median"].get("db_txns_per_login")
+            total = [_fmt(total_ours, 2), _fmt(total_floor, 2), _fmt(_diff(total_ours, total_floor), 2)]
+            rows.append(where + ["all transactions"] + total)
     return rows
 
 
@@ -185,6 +202,12 @@ def _diff(a: Optional[float], b: Optional[float]) -> Optional[float]:
     if a is None or b is None:
         return None
     return a - b
+
+
+def _signed(value: Optional[float], digits: int = 2) -> str:
+    if value is None or value != value:
+        return "-"
+    return "%+.*f" % (digits, value)
 
 
 def text_table(header: Sequence[str], rows: List[List[str]], group: Optional[slice] = None) -> str:
@@ -223,7 +246,7 @@ def draw_chart(
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed"
-    colours = {"ours": "tab:blue", "floor": "tab:green", "blocking": "tab:red"}
+    colours = {OURS["ma1sd"]: "tab:blue", OURS["rest"]: "tab:purple", "floor": "tab:green", "blocking": "tab:red"}
     styles = ["-", "--", ":", "-."]
     markers = ["o", "s", "^", "D"]
     fig, axes = plt.subplots(2, 2, figsize=(12, 9), sharex=True)

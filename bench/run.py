@@ -1,18 +1,21 @@
 """Login benchmark: rest_auth_provider against Synapse's own login and the old blocking way.
 
-Run from the repository root: ``python -m bench.run [--quick] [--repeats N] [--output DIR]``
-(``tox -e bench``). In one run on one machine it starts the newest installed
-Synapse (on a private PostgreSQL cluster when one can be started, else SQLite)
-once per provider, and a fake ma1sd with a reply delay D, then drives C
-concurrent password logins of distinct users through each provider:
+Run from the repository root: ``python -m bench.run [--quick] [--backend ma1sd|rest|both]
+[--repeats N] [--output DIR]`` (``tox -e bench``). In one run on one machine it
+starts the newest installed Synapse (on a private PostgreSQL cluster when one
+can be started, else SQLite) once per provider, a fake ma1sd and a fake REST
+identity store, each in a process of its own with a reply delay D, then drives
+C concurrent password logins of distinct users through each provider:
 
-* ``ours``: ``rest_auth_provider.RestAuthProvider`` with ``{"endpoint": ...}``;
+* ``ours-ma1sd``: ``rest_auth_provider.RestAuthProvider`` with ``{"endpoint": <fake ma1sd>}``;
+* ``ours-rest``: the same module with ``{"endpoint": <fake REST store>, "backend": "rest"}``;
 * ``floor``: ``bench.providers.floor`` accepts without any HTTP call (Synapse's own cost);
 * ``blocking``: ``bench.providers.blocking``, a synchronous POST to ma1sd in the reactor
   thread (how the old provider worked).
 
-All three are loaded from ``modules:``. See docs/performance.md for what each
-figure means.
+All are loaded from ``modules:``. The targets (``bench.targets``) are ratios
+to ``floor`` measured in the same run, per backend. See docs/performance.md
+for what each figure means.
 """
 
 import argparse
@@ -36,13 +39,15 @@ from bench.load import (
     busy_cores,
     db_transactions,
     machine_cpu,
+    process_cpu_seconds,
     rss_bytes,
     run_logins,
     transactions_between,
 )
-from bench.ma1sd import RemoteMa1sd, raise_listen_backlog
+from bench.ma1sd import RemoteMa1sd, make_fake, raise_listen_backlog
 from bench.report import (
     METRICS,
+    OURS,
     PROVIDER_ORDER,
     RATIO_HEADER,
     TABLE_HEADER,
@@ -57,7 +62,7 @@ from bench.report import (
     text_table,
     transaction_rows,
 )
-from tests.fake_ma1sd import FakeMa1sd
+from bench.targets import BATCH_CONCURRENCY, BATCH_DELAY_MS, FIRST_MIN_REPEATS, FLOOR, evaluate_targets
 from tests.integration.harness import (
     SERVER_NAME,
     SynapseServer,
@@ -71,14 +76,20 @@ from tests.integration.services import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PROVIDERS: Dict[str, Tuple[str, Callable[[Any], Dict[str, Any]]]] = {
-    "ours": ("rest_auth_provider.RestAuthProvider", lambda fake: {"endpoint": fake.url}),
-    "floor": ("bench.providers.floor.FloorProvider", lambda fake: {}),
-    "blocking": ("bench.providers.blocking.BlockingProvider", lambda fake: {"endpoint": fake.url}),
+# name: (module, the fake it talks to or None, its config given that fake's URL)
+PROVIDERS: Dict[str, Tuple[str, Optional[str], Callable[[str], Dict[str, Any]]]] = {
+    OURS["ma1sd"]: ("rest_auth_provider.RestAuthProvider", "ma1sd", lambda url: {"endpoint": url}),
+    OURS["rest"]: ("rest_auth_provider.RestAuthProvider", "rest", lambda url: {"endpoint": url, "backend": "rest"}),
+    FLOOR: ("bench.providers.floor.FloorProvider", None, lambda url: {}),
+    "blocking": ("bench.providers.blocking.BlockingProvider", "ma1sd", lambda url: {"endpoint": url}),
 }
+BACKEND_CHOICES = ("ma1sd", "rest", "both")
 
+# The default grid: the cells the targets need (D = 0 and D = 200 ms, C = 1, 10, 50).
+DEFAULT_DELAYS_MS = (0, 200)
+DEFAULT_CONCURRENCY = (1, 10, 50)
+# The full grid of the runs before the REST backend (--delays 0,50,200).
 FULL_DELAYS_MS = (0, 50, 200)
-FULL_CONCURRENCY = (1, 10, 50)
 QUICK_DELAYS_MS = (0, 200)
 QUICK_CONCURRENCY = (1, 50)
 RSS_CONCURRENCY = 50
@@ -115,15 +126,23 @@ def background_cores(seconds: float = 3.0) -> float:
 def busy_note(meta: Dict[str, Any]) -> str:
     """Returns a warning when other work shared the machine, else an empty string."""
     cores = meta.get("cores") or 1
-    others = [x for x in (meta.get("background_cores_before"), meta.get("background_cores_after")) if x is not None]
+    others = [
+        x
+        for x in (
+            meta.get("background_cores_before"),
+            meta.get("background_cores_after"),
+            meta.get("other_busy_cores_median"),
+        )
+        if x is not None and x == x
+    ]
     load = (meta.get("load_average_at_start") or [0.0])[0]  # read before anything of ours started
     if max(others, default=0.0) < 0.25 * cores and load < 0.5 * cores:
         return ""
     measured = " / ".join("%.2f" % x for x in others) if others else "not measured"
     return (
         "BUSY MACHINE: other work was running (load average %.2f on %s cores before the run; cores busy with "
-        "other work before / after: %s): treat absolute figures as indicative, compare providers within a cell"
-        % (load, cores, measured)
+        "other work before / after%s: %s): treat absolute figures as indicative, compare providers within a cell"
+        % (load, cores, " / median during the batches" if len(others) == 3 else "", measured)
     )
 
 
@@ -152,17 +171,24 @@ def machine_info() -> Dict[str, Any]:
 
 
 class Bench:
-    """The fake ma1sd, the database and one Synapse per provider; stops them all on close()."""
+    """The fakes (ma1sd, REST store), the database and one Synapse per provider; stops them all on close()."""
 
     def __init__(self, args: argparse.Namespace, workdir: Path):
         self.args = args
         self.workdir = workdir
         self.stack = contextlib.ExitStack()
-        # A separate process by default, like the real ma1sd (see bench/ma1sd.py).
-        self.fake: Any = RemoteMa1sd()
-        if args.ma1sd_in_process:
-            raise_listen_backlog()
-            self.fake = FakeMa1sd()
+        # One fake per kind the providers talk to; a separate process by
+        # default, like the real ma1sd or REST store (see bench/ma1sd.py).
+        self.fakes: Dict[str, Any] = {}
+        for name in args.provider_list:
+            kind = PROVIDERS[name][1]
+            if kind is None or kind in self.fakes:
+                continue
+            if args.ma1sd_in_process:
+                raise_listen_backlog()
+                self.fakes[kind] = make_fake(kind, SERVER_NAME)
+            else:
+                self.fakes[kind] = RemoteMa1sd(kind, SERVER_NAME)
         self.servers: Dict[str, SynapseServer] = {}
         self.metrics_urls: Dict[str, str] = {}
         self.database = "sqlite"
@@ -174,22 +200,23 @@ class Bench:
         self.stack.close()
 
     def start(self, providers: Sequence[str]) -> None:
-        self.fake.start()
-        self.stack.callback(self.fake.stop)
+        for fake in self.fakes.values():
+            fake.start()
+            self.stack.callback(fake.stop)
         self._start_database()
         # The Synapse subprocesses import the comparison providers from bench/.
         path = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
         for name in providers:
-            module, config = PROVIDERS[name]
+            module, kind, config = PROVIDERS[name]
             folder = self.workdir / name
             folder.mkdir(parents=True)
             log_file = folder / "bench.log.yaml"
             logging_config = log_config(folder / ("%s.log" % name), self.args.log_level)
             logging_config["loggers"] = {"rest_auth_provider": {"level": self.args.log_level}}
             log_file.write_text(json.dumps(logging_config))
-            module_config = config(self.fake)
-            if name == "ours":
+            module_config = config(self.fakes[kind].url if kind is not None else "")
+            if name in OURS.values():
                 module_config.update(self.args.ours_config)
             # Synapse's metrics listener: its per-transaction counters say which
             # database work each provider adds to a login.
@@ -263,28 +290,42 @@ class Bench:
         log("Database: " + self.database_note)
 
     def new_logins(self, count: int) -> List[Login]:
-        """Adds ``count`` new users to the fake ma1sd; returns their logins."""
+        """Adds ``count`` new users to every fake (ma1sd, REST store); returns their logins."""
         logins = []
         for _ in range(count):
             n = next(self._numbers)
             localpart = "bench%06d" % n
             password = "pw-%06d-secret" % n
             emails = ("%s@example.org" % localpart,) if self.args.threepids else ()
-            self.fake.add_user("@%s:%s" % (localpart, SERVER_NAME), password, "Bench User %d" % n, emails=emails)
+            for fake in self.fakes.values():
+                fake.add_user("@%s:%s" % (localpart, SERVER_NAME), password, "Bench User %d" % n, emails=emails)
             logins.append(Login(localpart, password))
         return logins
 
     def run(
         self, provider: str, logins: Sequence[Login], concurrency: int, delay_ms: int
     ) -> Tuple[PhaseResult, int, int]:
-        """Runs one batch; returns it with the fake's accepted connections and peak in-flight requests."""
+        """Runs one batch; returns it with the connections the provider's fake
+        accepted and its peak of in-flight requests (0 and 0 for floor)."""
         server = self.servers[provider]
-        self.fake.reset()
-        self.fake.delay = delay_ms / 1000.0
+        kind = PROVIDERS[provider][1]
+        fake = self.fakes[kind] if kind is not None else None
+        if fake is not None:
+            fake.reset()
+            fake.delay = delay_ms / 1000.0
+        else:
+            # Users are queued until the next command; send them outside the measurement.
+            for other in self.fakes.values():
+                getattr(other, "flush", lambda: None)()
         transactions = db_transactions(self.metrics_urls.get(provider))
+        # The fake's own CPU: on these 2 cores it competes with Synapse (floor has no fake).
+        fake_pid = getattr(fake, "pid", None)
+        fake_cpu = process_cpu_seconds(fake_pid)
         result = run_logins(server.url, logins, concurrency, pid=server.pid)
-        connections, in_flight = self.fake.connections, self.fake.max_in_flight
-        self.fake.reset()
+        result.extra["fake_cpu"] = process_cpu_seconds(fake_pid) - fake_cpu if fake_pid is not None else float("nan")
+        connections, in_flight = (fake.connections, fake.max_in_flight) if fake is not None else (0, 0)
+        if fake is not None:
+            fake.reset()
         if not server.running:
             raise RuntimeError("Synapse (%s) died:\n%s" % (provider, server.tail()))
         time.sleep(PAUSE)  # work a login left running in the background counts for its batch
@@ -313,6 +354,7 @@ def figures(result: PhaseResult, connections: int, in_flight: int) -> Dict[str, 
         "probes": len(probes),
         "probe_errors": int(result.extra.get("probe_errors", 0)),
         "synapse_cpu_ms_per_login": result.synapse_cpu * 1000 / result.logins if result.logins else float("nan"),
+        "fake_cpu_ms_per_login": result.extra.get("fake_cpu", float("nan")) * 1000 * per_login,
         "client_cpu_pct": 100 * result.client_cpu / result.wall if result.wall > 0 else float("nan"),
         "db_txns_per_login": txn_count * per_login if result.transactions else float("nan"),
         "db_ms_per_login": txn_seconds * 1000 * per_login if result.transactions else float("nan"),
@@ -320,6 +362,7 @@ def figures(result: PhaseResult, connections: int, in_flight: int) -> Dict[str, 
         "ma1sd_connections": connections,
         "ma1sd_max_in_flight": in_flight,
         "machine_busy_cores": result.extra.get("machine_busy_cores", float("nan")),
+        "other_busy_cores": result.extra.get("other_busy_cores", float("nan")),
         "load_1min": (load_average() or [float("nan")])[0],
         "errors": result.errors,
         "first_error": result.first_error,
@@ -329,7 +372,7 @@ def figures(result: PhaseResult, connections: int, in_flight: int) -> Dict[str, 
 def summary(f: Dict[str, Any]) -> str:
     text = (
         "%5.2f s %6.1f/s p50 %6.1f p99 %7.1f ms | probe p99 %6.1f max %6.1f ms | cpu %4.1f ms/login "
-        "| db %4.1f txns/login"
+        "(fake %3.1f) | db %4.1f txns/login | other work %.2f cores"
         % (
             f["wall_s"],
             f["logins_per_s"],
@@ -338,7 +381,9 @@ def summary(f: Dict[str, Any]) -> str:
             f["probe_p99_ms"],
             f["probe_max_ms"],
             f["synapse_cpu_ms_per_login"],
+            f["fake_cpu_ms_per_login"],
             f["db_txns_per_login"],
+            f["other_busy_cores"],
         )
     )
     if f["errors"]:
@@ -357,7 +402,7 @@ def add_run(
     cell["runs"].append(f)
     cell["logins"] = f["logins"]
     cell["errors"] = sum(r["errors"] for r in cell["runs"])
-    cell["median"] = {m: median([r[m] for r in cell["runs"]]) for m in METRICS}
+    cell["median"] = {m: median([r.get(m, float("nan")) for r in cell["runs"]]) for m in METRICS}
     names = sorted(set().union(*(r["db_txns"] for r in cell["runs"])))
     cell["db_txns_median"] = {n: median([r["db_txns"].get(n, 0.0) for r in cell["runs"]]) for n in names}
     cell["worst"] = {
@@ -395,7 +440,7 @@ def rss_phase(bench: Bench, provider: str, logins_count: int) -> Dict[str, Any]:
         "figures": f,
     }
     log(
-        "  RSS %-8s %4d logins: %.1f -> %.1f MB (%+.1f MB); ma1sd accepted %d connections "
+        "  RSS %-10s %4d logins: %.1f -> %.1f MB (%+.1f MB); its fake accepted %d connections "
         "(%d during warm-up), peak %d in flight; %s"
         % (
             provider,
@@ -412,129 +457,83 @@ def rss_phase(bench: Bench, provider: str, logins_count: int) -> Dict[str, Any]:
     return out
 
 
-# -- targets -------------------------------------------------------------------
-
-
-def evaluate_targets(
-    cells: Dict[str, Dict[str, Any]], rss: Dict[str, Dict[str, Any]], delays: Sequence[int], concs: Sequence[int]
-) -> List[Dict[str, Any]]:
-    targets: List[Dict[str, Any]] = []
-
-    def add(name: str, ok: Optional[bool], detail: str) -> None:
-        status = "n/a" if ok is None else ("PASS" if ok else "MISS")
-        targets.append({"target": name, "status": status, "detail": detail})
-
-    def med(provider: str, phase: str, delay: int, conc: int) -> Optional[Dict[str, float]]:
-        cell = cells.get(cell_key(provider, phase, delay, conc))
-        return cell["median"] if cell else None
-
-    ours, floor = med("ours", "repeat", 200, 50), med("floor", "repeat", 200, 50)
-    name = "repeat logins D=200ms C=50: ours wall <= 1.15 x (floor wall + D)"
-    if ours and floor:
-        limit = 1.15 * (floor["wall_s"] + 0.2)
-        detail = "ours %.2f s, limit %.2f s (floor %.2f s); Synapse CPU/login ours %.1f ms, floor %.1f ms" % (
-            ours["wall_s"],
-            limit,
-            floor["wall_s"],
-            ours["synapse_cpu_ms_per_login"],
-            floor["synapse_cpu_ms_per_login"],
-        )
-        add(name, ours["wall_s"] <= limit, detail)
-    else:
-        add(name, None, "cell not in this run's grid")
-
-    if 0 in delays:
-        for phase in ("first", "repeat"):
-            for conc in concs:
-                ours, floor = med("ours", phase, 0, conc), med("floor", phase, 0, conc)
-                name = "D=0 %s C=%d: ours logins/s >= 0.9 x floor" % (phase, conc)
-                if ours and floor:
-                    ratio = ours["logins_per_s"] / floor["logins_per_s"]
-                    detail = "ours %.1f/s, floor %.1f/s (%.2f x); Synapse CPU/login ours %.1f ms, floor %.1f ms" % (
-                        ours["logins_per_s"],
-                        floor["logins_per_s"],
-                        ratio,
-                        ours["synapse_cpu_ms_per_login"],
-                        floor["synapse_cpu_ms_per_login"],
-                    )
-                    add(name, ratio >= 0.9, detail)
-                else:
-                    add(name, None, "ours or floor not run")
-
-    ours_cells = [c for c in cells.values() if c["provider"] == "ours"]
-    if ours_cells:
-        over = [c for c in ours_cells if not c["median"]["probe_max_ms"] <= 60]
-        worst = max(ours_cells, key=lambda c: c["median"]["probe_max_ms"])
-
-        def where(c: Dict[str, Any]) -> str:
-            floor = med("floor", c["phase"], c["delay_ms"], c["concurrency"])
-            return "%s D=%d C=%d: %.0f ms (floor %s)" % (
-                c["phase"],
-                c["delay_ms"],
-                c["concurrency"],
-                c["median"]["probe_max_ms"],
-                "%.0f ms" % floor["probe_max_ms"] if floor else "-",
-            )
-
-        add(
-            "probe max <= 60 ms for ours in every cell (median of repeats)",
-            not over,
-            "worst %.1f ms; over 60 ms in %d of %d cells%s"
-            % (
-                worst["median"]["probe_max_ms"],
-                len(over),
-                len(ours_cells),
-                (": " + "; ".join(where(c) for c in over)) if over else "",
-            ),
-        )
-        errors = sum(c["errors"] for c in ours_cells)
-        add("ours: no failed logins", errors == 0, "%d failed logins" % errors)
-
-    r = rss.get("ours")
-    if r:
-        add(
-            "RSS growth <= 20 MB over %d logins (ours, C=50, D=0)" % r["logins"],
-            r["rss_growth_mb"] <= 20,
-            "%.1f -> %.1f MB (%+.1f MB)%s"
-            % (
-                r["rss_before_mb"],
-                r["rss_after_mb"],
-                r["rss_growth_mb"],
-                "; floor %+.1f MB" % rss["floor"]["rss_growth_mb"] if "floor" in rss else "",
-            ),
-        )
-        add(
-            "ma1sd connections accepted <= C (%d) during those %d logins" % (r["concurrency"], r["logins"]),
-            r["ma1sd_connections"] <= r["concurrency"],
-            "%d accepted (%d during the warm-up before)" % (r["ma1sd_connections"], r["warmup_ma1sd_connections"]),
-        )
-    else:
-        add("RSS growth <= 20 MB over 2,000 logins", None, "RSS phase not run")
-        add("ma1sd connections accepted <= C", None, "RSS phase not run")
-    return targets
-
-
 # -- the run -------------------------------------------------------------------
+
+
+def _ints(text: str) -> Tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def expand_providers(names: Sequence[str], backend: str) -> List[str]:
+    """Returns the providers to run, in PROVIDER_ORDER: ``ours`` becomes ours
+    under ``backend`` (ma1sd, rest or both); ``ours-ma1sd`` and ``ours-rest``
+    name one backend; raises ValueError on an unknown name."""
+    backends = ("ma1sd", "rest") if backend == "both" else (backend,)
+    wanted = set()
+    for name in names:
+        if name == "ours":
+            wanted.update(OURS[b] for b in backends)
+        elif name in PROVIDERS:
+            wanted.add(name)
+        else:
+            raise ValueError(name)
+    return [p for p in PROVIDER_ORDER if p in wanted]
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="D in {0, 200} ms, C in {1, 50}, 1 repeat, 500 RSS logins")
-    parser.add_argument("--repeats", type=int, default=None, help="runs per cell (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: D in {0, 200} ms, C in {1, 50}, 1 repeat everywhere, 500 RSS logins",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="both",
+        help="what ours talks to: the fake ma1sd, the fake REST identity store, or both (default)",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="runs per cell at D > 0 (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--d0-repeats",
+        type=int,
+        default=None,
+        help="runs per cell at D = 0 (default max(%d, --repeats); 1 with --quick): the first-login target "
+        "compares medians of at least %d interleaved repeats" % (FIRST_MIN_REPEATS, FIRST_MIN_REPEATS),
+    )
+    parser.add_argument(
+        "--blocking-repeats",
+        type=int,
+        default=1,
+        help="runs per cell of blocking at D > 0 (default 1: there it takes D x logins, minutes per cell, "
+        "and no target reads it; at D = 0 it runs as often as the others)",
+    )
+    parser.add_argument(
+        "--batch-repeats",
+        type=int,
+        default=None,
+        help="runs of the one-batch cell (D = %d ms, %d logins at C = %d; ours and floor; default 5, 1 with "
+        "--quick; 0 skips)" % (BATCH_DELAY_MS, BATCH_CONCURRENCY, BATCH_CONCURRENCY),
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results", help="where latest.{json,png,md} go")
-    parser.add_argument("--delays", type=str, default=None, help="ma1sd delays in ms, e.g. 0,200")
-    parser.add_argument("--concurrency", type=str, default=None, help="comma-separated C values (overrides the grid)")
+    parser.add_argument("--delays", type=str, default=None, help="reply delays of the fakes in ms (default 0,200)")
+    parser.add_argument("--concurrency", type=str, default=None, help="comma-separated C values (default 1,10,50)")
     parser.add_argument("--logins", type=int, default=0, help="logins per batch (default max(4 C, 20))")
-    parser.add_argument("--providers", type=str, default=",".join(PROVIDER_ORDER), help="subset of ours,floor,blocking")
+    parser.add_argument(
+        "--providers",
+        type=str,
+        default="ours,floor,blocking",
+        help="subset of ours,floor,blocking (ours as --backend says; or ours-ma1sd, ours-rest)",
+    )
     parser.add_argument("--rss-logins", type=int, default=None, help="RSS phase logins (2000; --quick 500; 0 skips)")
     parser.add_argument("--database", choices=("auto", "postgres", "sqlite"), default="auto")
-    parser.add_argument("--no-threepids", dest="threepids", action="store_false", help="ma1sd users without an email")
+    parser.add_argument("--no-threepids", dest="threepids", action="store_false", help="users without an email")
     parser.add_argument(
         "--ours-config",
         type=json.loads,
         default={},
         metavar="JSON",
-        help="extra config keys for ours, e.g. '{\"profile_recheck_interval\": 0}'",
+        help="extra config keys for ours (both backends), e.g. '{\"profile_recheck_interval\": 0}'",
     )
     parser.add_argument("--log-level", default="INFO", help="Synapse's log level (INFO, like production)")
     parser.add_argument("--keep", action="store_true", help="keep the Synapse folders and logs")
@@ -548,38 +547,49 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--ma1sd-in-process",
         action="store_true",
-        help="run the fake ma1sd in the benchmark process (shares the load generator's GIL; for comparison)",
+        help="run the fakes in the benchmark process (share the load generator's GIL; for comparison)",
     )
     args = parser.parse_args(argv)
     if not isinstance(args.ours_config, dict):
         parser.error("--ours-config: expected a JSON object")
-    args.delays_ms = (
-        tuple(int(x) for x in args.delays.split(","))
-        if args.delays
-        else (QUICK_DELAYS_MS if args.quick else FULL_DELAYS_MS)
-    )
-    args.concurrencies = (
-        tuple(int(x) for x in args.concurrency.split(","))
-        if args.concurrency
-        else (QUICK_CONCURRENCY if args.quick else FULL_CONCURRENCY)
-    )
+    try:
+        args.delays_ms = _ints(args.delays) if args.delays else (QUICK_DELAYS_MS if args.quick else DEFAULT_DELAYS_MS)
+        args.concurrencies = (
+            _ints(args.concurrency) if args.concurrency else (QUICK_CONCURRENCY if args.quick else DEFAULT_CONCURRENCY)
+        )
+    except ValueError:
+        parser.error("--delays and --concurrency take comma-separated whole numbers")
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
+    if args.d0_repeats is None:
+        args.d0_repeats = 1 if args.quick else max(FIRST_MIN_REPEATS, args.repeats)
+    if args.batch_repeats is None:
+        args.batch_repeats = 1 if args.quick else 5
     if args.rss_logins is None:
         args.rss_logins = 500 if args.quick else 2000
-    if args.repeats < 1 or args.logins < 0 or args.rss_logins < 0:
-        parser.error("--repeats must be at least 1, --logins and --rss-logins not negative")
-    args.provider_list = [p.strip() for p in args.providers.split(",") if p.strip()]
-    unknown = set(args.provider_list) - set(PROVIDERS)
-    if unknown:
-        parser.error("unknown providers: %s" % ", ".join(sorted(unknown)))
+    if min(args.repeats, args.d0_repeats, args.blocking_repeats) < 1:
+        parser.error("--repeats, --d0-repeats and --blocking-repeats must be at least 1")
+    if min(args.logins, args.rss_logins, args.batch_repeats) < 0:
+        parser.error("--logins, --rss-logins and --batch-repeats must not be negative")
+    if not args.delays_ms or not args.concurrencies or min(args.delays_ms + args.concurrencies) < 0:
+        parser.error("--delays and --concurrency need values, none negative")
+    if 0 in args.concurrencies:
+        parser.error("--concurrency: C must be at least 1")
+    try:
+        args.provider_list = expand_providers([p.strip() for p in args.providers.split(",") if p.strip()], args.backend)
+    except ValueError as e:
+        parser.error("unknown provider: %s (expected ours, floor, blocking, ours-ma1sd or ours-rest)" % e)
+    if not args.provider_list:
+        parser.error("--providers: none to run")
     return args
 
 
 def grid_kind(args: argparse.Namespace) -> str:
     if args.quick:
         return "--quick run"
-    if tuple(args.delays_ms) == FULL_DELAYS_MS and tuple(args.concurrencies) == FULL_CONCURRENCY:
+    if tuple(args.concurrencies) == DEFAULT_CONCURRENCY and tuple(args.delays_ms) == DEFAULT_DELAYS_MS:
+        return "default grid"
+    if tuple(args.concurrencies) == DEFAULT_CONCURRENCY and tuple(args.delays_ms) == FULL_DELAYS_MS:
         return "full grid"
     return "custom grid"
 
@@ -587,6 +597,21 @@ def grid_kind(args: argparse.Namespace) -> str:
 def logins_per_cell(concurrency: int, override: int = 0) -> int:
     """Returns how many logins one batch sends: max(4 C, 20) unless --logins says otherwise."""
     return override or max(concurrency * 4, 20)
+
+
+def repeats_for(args: argparse.Namespace, provider: str, delay_ms: int) -> int:
+    """Returns how many times ``provider`` runs a cell at ``delay_ms``."""
+    if delay_ms == 0:
+        return int(args.d0_repeats)
+    if provider == "blocking":
+        return min(int(args.repeats), int(args.blocking_repeats))
+    return int(args.repeats)
+
+
+def rotated(providers: Sequence[str], rep: int) -> List[str]:
+    """Returns ``providers`` rotated by ``rep``, so that no provider always runs first or last."""
+    shift = rep % len(providers) if providers else 0
+    return list(providers[shift:]) + list(providers[:shift])
 
 
 @contextlib.contextmanager
@@ -603,37 +628,108 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _run_cell(
+    bench: Bench,
+    cells: Dict[str, Dict[str, Any]],
+    providers: Sequence[str],
+    delay: int,
+    conc: int,
+    count: int,
+    repeats: Callable[[str], int],
+    progress: Callable[[], str],
+) -> None:
+    """Runs one cell: its repeats interleaved (every provider runs before the next repeat), both phases."""
+    for rep in range(max((repeats(p) for p in providers), default=0)):
+        for provider in rotated(providers, rep):
+            if rep >= repeats(provider):
+                continue
+            logins = bench.new_logins(count)
+            for phase in ("first", "repeat"):
+                result, connections, in_flight = bench.run(provider, logins, conc, delay)
+                f = figures(result, connections, in_flight)
+                add_run(cells, provider, phase, delay, conc, f)
+                log(
+                    "%s %-10s D=%3d C=%2d rep %d %-6s %3d logins: %s"
+                    % (progress(), provider, delay, conc, rep + 1, phase, count, summary(f))
+                )
+
+
 def run_grid(bench: Bench, args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     cells: Dict[str, Dict[str, Any]] = {}
     providers = args.provider_list
-    total = len(args.delays_ms) * len(args.concurrencies) * args.repeats * len(providers)
-    done = 0
+    total = sum(
+        repeats_for(args, p, d) * 2 for d in args.delays_ms for _ in args.concurrencies for p in args.provider_list
+    )
+    done = [0]
+
+    def progress() -> str:
+        done[0] += 1
+        return "[%d/%d]" % (done[0], total)
+
     for delay in args.delays_ms:
         for conc in args.concurrencies:
             count = logins_per_cell(conc, args.logins)
-            for rep in range(args.repeats):
-                # Rotate the order so that no provider always runs first or last.
-                order = providers[rep % len(providers) :] + providers[: rep % len(providers)]
-                for provider in order:
-                    done += 1
-                    logins = bench.new_logins(count)
-                    for phase in ("first", "repeat"):
-                        result, connections, in_flight = bench.run(provider, logins, conc, delay)
-                        f = figures(result, connections, in_flight)
-                        add_run(cells, provider, phase, delay, conc, f)
-                        log(
-                            "[%d/%d] %-8s D=%3d C=%2d rep %d %-6s %3d logins: %s"
-                            % (done, total, provider, delay, conc, rep + 1, phase, count, summary(f))
-                        )
+            _run_cell(bench, cells, providers, delay, conc, count, lambda p, d=delay: repeats_for(args, p, d), progress)
     return cells
+
+
+def run_one_batch(bench: Bench, args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    """The one-batch cell: D = 200 ms, C = 50 logins at once, once (first and
+    repeat), ``--batch-repeats`` times interleaved, for ours and floor."""
+    cells: Dict[str, Dict[str, Any]] = {}
+    providers = [p for p in args.provider_list if p == FLOOR or p in OURS.values()]
+    if args.batch_repeats < 1 or FLOOR not in providers or len(providers) < 2:
+        return cells
+    total = len(providers) * args.batch_repeats * 2
+    done = [0]
+
+    def progress() -> str:
+        done[0] += 1
+        return "[batch %d/%d]" % (done[0], total)
+
+    log(
+        "One batch: %d logins at C = %d, D = %d ms, %d repeats"
+        % ((BATCH_CONCURRENCY,) * 2 + (BATCH_DELAY_MS, args.batch_repeats))
+    )
+    _run_cell(
+        bench,
+        cells,
+        providers,
+        BATCH_DELAY_MS,
+        BATCH_CONCURRENCY,
+        BATCH_CONCURRENCY,
+        lambda p: int(args.batch_repeats),
+        progress,
+    )
+    return cells
+
+
+def _legacy(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Renames a run from before the REST backend (provider ``ours``) to ``ours-ma1sd``."""
+
+    def rename(name: Any) -> Any:
+        return OURS["ma1sd"] if name == "ours" else name
+
+    cells = {}
+    for cell in data.get("cells", {}).values():
+        cell["provider"] = rename(cell["provider"])
+        cells[cell_key(cell["provider"], cell["phase"], cell["delay_ms"], cell["concurrency"])] = cell
+    data["cells"] = cells
+    data["rss"] = {rename(k): dict(v, provider=rename(v.get("provider"))) for k, v in data.get("rss", {}).items()}
+    data["options"]["providers"] = [rename(p) for p in data["options"]["providers"]]
+    return data
 
 
 def render(args: argparse.Namespace) -> int:
     """Reprints and rewrites the report of an earlier run from its JSON."""
-    data = json.loads(args.render.read_text())
+    data = _legacy(json.loads(args.render.read_text()))
     options = data["options"]
     args.quick = options["quick"]
     args.repeats = options["repeats"]
+    args.d0_repeats = options.get("d0_repeats", args.repeats)
+    args.blocking_repeats = options.get("blocking_repeats", args.repeats)
+    args.batch_repeats = options.get("batch_repeats", 0)
+    args.backend = options.get("backend", "ma1sd")
     args.delays_ms = tuple(options["delays_ms"])
     args.concurrencies = tuple(options["concurrency"])
     args.provider_list = options["providers"]
@@ -643,8 +739,9 @@ def render(args: argparse.Namespace) -> int:
     args.ours_config = options.get("ours_config", {})
     args.logins = 0
     args.ma1sd_in_process = data["meta"].get("fake_ma1sd") == "in the benchmark process"
-    targets = evaluate_targets(data["cells"], data["rss"], args.delays_ms, args.concurrencies)
-    report(args, data["meta"], data["cells"], data["rss"], targets)
+    one_batch = data.get("one_batch", {})
+    targets = evaluate_targets(data["cells"], one_batch, data["rss"], args.delays_ms, args.concurrencies)
+    report(args, data["meta"], data["cells"], one_batch, data["rss"], targets)
     return 0
 
 
@@ -654,6 +751,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return render(args)
     started = time.time()
     meta = machine_info()
+    meta["command"] = "python -m bench.run" + "".join(" " + a for a in (sys.argv[1:] if argv is None else argv))
     meta["background_cores_before"] = background_cores()
     log(
         "Machine: %s, %s cores, %.1f GiB RAM; load average %s; other work busy on %.2f cores; Python %s, Synapse %s"
@@ -668,11 +766,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     )
     log(
-        "Grid: D = %s ms, C = %s, %d repeat(s), providers %s%s%s"
+        "Grid: D = %s ms, C = %s, %d repeat(s) (%d at D = 0, blocking %d at D > 0), one batch %d time(s), "
+        "providers %s%s%s"
         % (
             ", ".join(map(str, args.delays_ms)),
             ", ".join(map(str, args.concurrencies)),
             args.repeats,
+            args.d0_repeats,
+            min(args.repeats, args.blocking_repeats),
+            args.batch_repeats,
             ", ".join(args.provider_list),
             " (--quick)" if args.quick else "",
             "; ours' config adds %s" % json.dumps(args.ours_config) if args.ours_config else "",
@@ -685,16 +787,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _terminate_as_interrupt():
             try:
                 bench.start(args.provider_list)
+                meta["load_average_measurement_start"] = load_average()
                 # Warm-up: connections, caches and JIT-free code paths, not measured.
                 for provider in args.provider_list:
                     logins = bench.new_logins(20)
                     bench.run(provider, logins, 5, 0)
                     bench.run(provider, logins, 5, 0)
                 cells = run_grid(bench, args)
+                one_batch = run_one_batch(bench, args)
                 rss: Dict[str, Dict[str, Any]] = {}
                 if args.rss_logins > 0:
-                    for provider in ("ours", "floor"):
-                        if provider in bench.servers:
+                    for provider in args.provider_list:
+                        if provider == FLOOR or provider in OURS.values():
                             rss[provider] = rss_phase(bench, provider, args.rss_logins)
             except KeyboardInterrupt:
                 log("\nInterrupted; stopping everything.")
@@ -718,18 +822,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     meta["background_cores_after"] = background_cores()
     meta["duration_s"] = round(time.time() - started, 1)
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    loads = [r.get("load_1min", float("nan")) for c in cells.values() for r in c["runs"]]
-    meta["load_average_max"] = max((x for x in loads if x == x), default=float("nan"))
+    runs = [r for group in (cells, one_batch) for c in group.values() for r in c["runs"]]
+    loads = [x for x in (r.get("load_1min", float("nan")) for r in runs) if x == x]
+    meta["load_average_max"] = max(loads, default=float("nan"))
+    meta["load_average_median"] = median(loads)
+    meta["load_average_min"] = min(loads, default=float("nan"))
+    others = [x for x in (r.get("other_busy_cores", float("nan")) for r in runs) if x == x]
+    meta["other_busy_cores_median"] = median(others)
+    meta["other_busy_cores_max"] = max(others, default=float("nan"))
     meta["busy"] = bool(busy_note(meta))
-    targets = evaluate_targets(cells, rss, args.delays_ms, args.concurrencies)
-    report(args, meta, cells, rss, targets)
+    targets = evaluate_targets(cells, one_batch, rss, args.delays_ms, args.concurrencies)
+    report(args, meta, cells, one_batch, rss, targets)
     return 0
+
+
+def load_line(meta: Dict[str, Any]) -> str:
+    """Returns the machine's load average before, during (1 min, at each batch's end) and after the run."""
+    text = "load average %s before the run" % " ".join("%.2f" % x for x in meta.get("load_average_at_start", []))
+    if meta.get("load_average_max") == meta.get("load_average_max") and "load_average_max" in meta:
+        text += ", 1-min %.2f / %.2f / %.2f (min / median / max) during it" % (
+            meta.get("load_average_min", float("nan")),
+            meta.get("load_average_median", float("nan")),
+            meta["load_average_max"],
+        )
+    if meta.get("load_average_at_end"):
+        text += ", %s at the end" % " ".join("%.2f" % x for x in meta["load_average_at_end"])
+    other = meta.get("other_busy_cores_median")
+    if other is not None and other == other:
+        text += "; cores busy with other work during the batches: median %.2f, max %.2f" % (
+            other,
+            meta.get("other_busy_cores_max", float("nan")),
+        )
+    return text
 
 
 def report(
     args: argparse.Namespace,
     meta: Dict[str, Any],
     cells: Dict[str, Dict[str, Any]],
+    one_batch: Dict[str, Dict[str, Any]],
     rss: Dict[str, Dict[str, Any]],
     targets: List[Dict[str, Any]],
 ) -> None:
@@ -737,33 +868,39 @@ def report(
     rows = table_rows(cells, delays, concs)
     ratios = ratio_rows(cells, delays, concs)
     transactions = transaction_rows(cells, delays, concs)
+    batch_rows = table_rows(one_batch, (BATCH_DELAY_MS,), (BATCH_CONCURRENCY,))
+    batch_ratios = ratio_rows(one_batch, (BATCH_DELAY_MS,), (BATCH_CONCURRENCY,))
     kind = grid_kind(args)
     log()
     log(
-        "Results (%s; median of %d repeat(s); latencies in ms; database: %s; load average %s at start, %s at end)"
-        % (
-            kind,
-            args.repeats,
-            meta["database_detail"],
-            " ".join("%.2f" % x for x in meta["load_average_at_start"]),
-            " ".join("%.2f" % x for x in meta["load_average_at_end"]),
-        )
+        "Results (%s; medians: %d repeat(s) at D > 0, %d at D = 0; latencies in ms; database: %s; %s)"
+        % (kind, args.repeats, args.d0_repeats, meta["database_detail"], load_line(meta))
     )
+    if meta.get("command"):
+        log("Command: %s" % meta["command"])
     note = busy_note(meta)
     if note:
         log(note)
     log(text_table(TABLE_HEADER, rows, group=slice(1, 4)))
     log()
     log("Ratios (medians)")
-    log(text_table(RATIO_HEADER, ratios, group=slice(0, 2)))
+    log(text_table(RATIO_HEADER, ratios, group=slice(0, 3)))
     log()
+    if batch_rows:
+        log(
+            "One batch: %d logins at C = %d, D = %d ms (medians of %d)"
+            % (BATCH_CONCURRENCY, BATCH_CONCURRENCY, BATCH_DELAY_MS, args.batch_repeats)
+        )
+        log(text_table(TABLE_HEADER, batch_rows, group=slice(1, 4)))
+        log(text_table(RATIO_HEADER, batch_ratios, group=slice(0, 3)))
+        log()
     if transactions:
         log("Database transactions per login where ours and floor differ (Synapse's names; medians)")
-        log(text_table(TRANSACTION_HEADER, transactions, group=slice(0, 1)))
+        log(text_table(TRANSACTION_HEADER, transactions, group=slice(0, 4)))
         log()
-    log("Targets")
+    log("Targets (ratios to floor in this run, per backend)")
     for t in targets:
-        log("  %-4s  %s: %s" % (t["status"], t["target"], t["detail"]))
+        log("  %-4s  [%s] %s: %s" % (t["status"], t["backend"], t["target"], t["detail"]))
 
     out_dir: Path = args.output
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -771,7 +908,11 @@ def report(
         "meta": meta,
         "options": {
             "quick": args.quick,
+            "backend": args.backend,
             "repeats": args.repeats,
+            "d0_repeats": args.d0_repeats,
+            "blocking_repeats": args.blocking_repeats,
+            "batch_repeats": args.batch_repeats,
             "delays_ms": list(delays),
             "concurrency": list(concs),
             "providers": args.provider_list,
@@ -782,6 +923,7 @@ def report(
             "ours_config": args.ours_config,
         },
         "cells": cells,
+        "one_batch": one_batch,
         "ratios": [dict(zip(RATIO_HEADER, r)) for r in ratios],
         "transactions": [dict(zip(TRANSACTION_HEADER, r)) for r in transactions],
         "rss": rss,
@@ -789,12 +931,11 @@ def report(
     }
     json_path = out_dir / "latest.json"
     json_path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    title = "rest_auth_provider login benchmark (%s): Synapse %s, %s, %s cores, median of %d%s" % (
+    title = "rest_auth_provider login benchmark (%s): Synapse %s, %s, %s cores, medians%s" % (
         kind,
         meta["synapse"],
         meta["database"],
         meta["cores"],
-        args.repeats,
         ", BUSY MACHINE (load average %.1f before the run)" % meta["load_average_at_start"][0]
         if busy_note(meta)
         else "",
@@ -802,7 +943,7 @@ def report(
     png_path = out_dir / "latest.png"
     problem = draw_chart(png_path, cells, delays, concs, title)
     md_path = out_dir / "latest.md"
-    md_path.write_text(markdown_report(args, meta, rows, ratios, transactions, rss, targets))
+    md_path.write_text(markdown_report(args, meta, rows, ratios, batch_rows, batch_ratios, transactions, rss, targets))
     log()
     log("Wrote %s, %s%s" % (json_path, md_path, "" if problem else ", " + str(png_path)))
     if problem:
@@ -814,13 +955,15 @@ def markdown_report(
     meta: Dict[str, Any],
     rows: List[List[str]],
     ratios: List[List[str]],
+    batch_rows: List[List[str]],
+    batch_ratios: List[List[str]],
     transactions: List[List[str]],
     rss: Dict[str, Dict[str, Any]],
     targets: List[Dict[str, Any]],
 ) -> str:
     lines = [
-        "Run of %s: %s; %s cores (%s), %.1f GiB RAM; Python %s, Synapse %s; %s; load average %s at start, "
-        "%s at end; %d repeat(s) per cell, medians; %.0f s in all."
+        "Run of %s: %s; %s cores (%s), %.1f GiB RAM; Python %s, Synapse %s; %s; %s; medians of %d repeat(s) "
+        "per cell at D > 0, %d at D = 0; %.0f s in all."
         % (
             meta["finished"],
             grid_kind(args),
@@ -830,12 +973,16 @@ def markdown_report(
             meta["python"],
             meta["synapse"],
             meta["database_detail"],
-            " ".join("%.2f" % x for x in meta["load_average_at_start"]),
-            " ".join("%.2f" % x for x in meta["load_average_at_end"]),
+            load_line(meta),
             args.repeats,
+            args.d0_repeats,
             meta["duration_s"],
         ),
         "",
+    ]
+    if meta.get("command"):
+        lines += ["Command: `%s`" % meta["command"], ""]
+    lines += [
         ("**%s.**" % busy_note(meta)) if busy_note(meta) else "The machine was otherwise idle.",
         "",
         markdown_table(TABLE_HEADER, rows),
@@ -843,12 +990,22 @@ def markdown_report(
         markdown_table(RATIO_HEADER, ratios),
         "",
     ]
+    if batch_rows:
+        lines += [
+            "One batch: %d logins at C = %d, D = %d ms, medians of %d:"
+            % (BATCH_CONCURRENCY, BATCH_CONCURRENCY, BATCH_DELAY_MS, args.batch_repeats),
+            "",
+            markdown_table(TABLE_HEADER, batch_rows),
+            "",
+            markdown_table(RATIO_HEADER, batch_ratios),
+            "",
+        ]
     if transactions:
         lines += [markdown_table(TRANSACTION_HEADER, transactions), ""]
     for provider, r in rss.items():
         lines.append(
             "* RSS, %s, %d logins at C=50, D=0 after %d warm-up logins: %.1f → %.1f MB (%+.1f MB); "
-            "ma1sd accepted %d connections during them."
+            "its fake accepted %d connections during them."
             % (
                 provider,
                 r["logins"],
@@ -859,8 +1016,8 @@ def markdown_report(
                 r["ma1sd_connections"],
             )
         )
-    lines += ["", "| target | result | figures |", "|---|---|---|"]
-    lines += ["| %s | %s | %s |" % (t["target"], t["status"], t["detail"]) for t in targets]
+    lines += ["", "| backend | target | result | figures |", "|---|---|---|---|"]
+    lines += ["| %s | %s | %s | %s |" % (t["backend"], t["target"], t["status"], t["detail"]) for t in targets]
     return "\n".join(lines) + "\n"
 
 

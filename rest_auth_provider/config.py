@@ -15,6 +15,11 @@ from rest_auth_provider.safetext import printable, redact_url, shown_url
 CHECK_CREDENTIALS_PATH = "/_matrix-internal/identity/v1/check_credentials"
 DEFAULT_LOOKUP_PATH = "/_matrix/identity/api/v1/lookup"
 
+# ``backend: rest``: ma1sd's own ``rest.endpoints.*`` defaults.
+DEFAULT_REST_AUTH = "/_ma1sd/backend/api/v1/auth/login"
+DEFAULT_REST_IDENTITY_SINGLE = "/_ma1sd/backend/api/v1/identity/single"
+BACKENDS = ("ma1sd", "rest")
+
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024
 DEFAULT_MAX_CONCURRENT_REQUESTS = 100
@@ -47,6 +52,16 @@ class ThreepidLoginConfig:
 
 
 @dataclass(frozen=True)
+class RestConfig:
+    """Where a REST identity store (``backend: rest``) serves its API, as in
+    ma1sd's ``rest.endpoints.*``: a path joined to ``endpoint``, or a full
+    URL. ``identity_single`` is empty when first logins by 3PID are off."""
+
+    auth: str = DEFAULT_REST_AUTH
+    identity_single: str = DEFAULT_REST_IDENTITY_SINGLE
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """The old provider's ``policy.*`` keys, with the old defaults."""
 
@@ -71,6 +86,8 @@ class ProviderConfig:
     header_files: Tuple[Tuple[str, str], ...] = ()
     threepid_login: ThreepidLoginConfig = field(default_factory=ThreepidLoginConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    backend: str = "ma1sd"
+    rest: RestConfig = field(default_factory=RestConfig)
 
     @property
     def check_credentials_url(self) -> str:
@@ -82,43 +99,75 @@ class ProviderConfig:
         """Returns the full URL of the 3PID lookup endpoint."""
         return join_url(self.endpoint, self.threepid_login.lookup_path)
 
+    @property
+    def rest_auth_url(self) -> str:
+        """Returns the full URL of the REST store's ``auth/login`` endpoint."""
+        return self._rest_url(self.rest.auth)
+
+    @property
+    def rest_identity_single_url(self) -> Optional[str]:
+        """Returns the full URL of the REST store's ``identity/single``
+        endpoint, or None when it is turned off (``rest.identity.single: ""``)."""
+        if not self.rest.identity_single:
+            return None
+        return self._rest_url(self.rest.identity_single)
+
+    def _rest_url(self, value: str) -> str:
+        """Returns ``value`` joined to ``endpoint`` when it is a path, else as is (a full URL)."""
+        return join_url(self.endpoint, value) if value.startswith("/") else value
+
     def describe(self) -> Dict[str, Any]:
         """Returns the effective settings as plain data, defaults included.
 
         Header values are replaced by a placeholder: they usually hold secrets.
         """
-        return {
+        described: Dict[str, Any] = {
             "endpoint": redact_url(self.endpoint),
-            "check_credentials_url": redact_url(self.check_credentials_url),
-            "timeout": self.timeout,
-            "max_response_size": self.max_response_size,
-            "max_concurrent_requests": self.max_concurrent_requests,
-            "profile_recheck_interval": self.profile_recheck_interval,
-            "tls": {
-                "ca_file": self.tls.ca_file,
-                "client_certificate": self.tls.client_certificate,
-                "client_key": self.tls.client_key,
-            },
-            "headers": {name: "<hidden>" for name, _ in self.headers},
-            "header_files": dict(self.header_files),
-            "threepid_login": {
-                "enabled": self.threepid_login.enabled,
-                "lookup_path": self.threepid_login.lookup_path,
-            },
-            "policy": {
-                "registration": {
-                    "username": {"enforceLowercase": self.policy.registration_enforce_lowercase},
-                    "profile": {"name": self.policy.registration_profile_name},
-                },
-                "login": {"profile": {"name": self.policy.login_profile_name}},
-                "all": {
-                    "threepid": {
-                        "update": self.policy.threepid_update,
-                        "replace": self.policy.threepid_replace,
-                    }
-                },
-            },
+            "backend": self.backend,
         }
+        threepid_login: Dict[str, Any] = {"enabled": self.threepid_login.enabled}
+        if self.backend == "rest":
+            single_url = self.rest_identity_single_url
+            described.update(
+                {
+                    "rest_auth_url": redact_url(self.rest_auth_url),
+                    "rest_identity_single_url": None if single_url is None else redact_url(single_url),
+                    "rest": {"auth": self.rest.auth, "identity": {"single": self.rest.identity_single}},
+                }
+            )
+        else:
+            described["check_credentials_url"] = redact_url(self.check_credentials_url)
+            threepid_login["lookup_path"] = self.threepid_login.lookup_path
+        described.update(
+            {
+                "timeout": self.timeout,
+                "max_response_size": self.max_response_size,
+                "max_concurrent_requests": self.max_concurrent_requests,
+                "profile_recheck_interval": self.profile_recheck_interval,
+                "tls": {
+                    "ca_file": self.tls.ca_file,
+                    "client_certificate": self.tls.client_certificate,
+                    "client_key": self.tls.client_key,
+                },
+                "headers": {name: "<hidden>" for name, _ in self.headers},
+                "header_files": dict(self.header_files),
+                "threepid_login": threepid_login,
+                "policy": {
+                    "registration": {
+                        "username": {"enforceLowercase": self.policy.registration_enforce_lowercase},
+                        "profile": {"name": self.policy.registration_profile_name},
+                    },
+                    "login": {"profile": {"name": self.policy.login_profile_name}},
+                    "all": {
+                        "threepid": {
+                            "update": self.policy.threepid_update,
+                            "replace": self.policy.threepid_replace,
+                        }
+                    },
+                },
+            }
+        )
+        return described
 
 
 def join_url(base: str, path: str) -> str:
@@ -190,6 +239,19 @@ class _Section:
             raise config_error("expected a non-empty string, got %s" % _kind(value), self._path + (key,))
         return value
 
+    def text(self, key: str, default: str) -> str:
+        """Returns the string at ``key``, which may be empty, or ``default`` when unset."""
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise config_error("expected a string, got %s" % _kind(value), self._path + (key,))
+        return value
+
+    def is_set(self, key: str) -> bool:
+        """Returns True when ``key`` is present with a value other than null."""
+        return self._raw.get(key) is not None
+
     def string_map(self, key: str) -> Tuple[Tuple[str, str], ...]:
         section = self.section(key)
         pairs: List[Tuple[str, str]] = []
@@ -241,9 +303,17 @@ def _quoted(url: str) -> str:
 
 
 def _endpoint(value: Optional[str]) -> str:
-    path = ("endpoint",)
     if value is None:
-        raise config_error("required: the base URL of ma1sd, e.g. http://ma1sd:8090", path)
+        raise config_error(
+            "required: the base URL of ma1sd, e.g. http://ma1sd:8090 (with 'backend: rest', of the REST store)",
+            ("endpoint",),
+        )
+    return _http_url(value, ("endpoint",))
+
+
+def _http_url(value: str, path: Tuple[str, ...]) -> str:
+    """Returns ``value`` when it is a usable http:// or https:// URL; raises
+    a ConfigError at ``path`` naming the problem otherwise."""
     # First of all, so that no later message can show a password (which may
     # hold '#', '?', '/' or '@' and so fool any URL parser).
     if "@" in value:
@@ -291,8 +361,9 @@ def _ascii_hint(url: str) -> str:
     return "%s; use the ASCII form: the host name in punycode (xn--...), the path percent-encoded" % _quoted(url)
 
 
-def _lookup_path(value: str) -> str:
-    path = ("threepid_login", "lookup_path")
+def _url_path(value: str, path: Tuple[str, ...]) -> str:
+    """Returns ``value`` when it is a path that can be requested as written;
+    raises a ConfigError at ``path`` otherwise."""
     shown = "'%s'" % printable(value)
     if not value.startswith("/"):
         raise config_error("expected a path starting with '/', got %s" % shown, path)
@@ -303,6 +374,21 @@ def _lookup_path(value: str) -> str:
     if "?" in value or "#" in value:
         raise config_error("the path must not have a query or fragment ('?' or '#'): %s" % shown, path)
     return value
+
+
+def _rest_location(value: str, path: Tuple[str, ...]) -> str:
+    """Returns ``value`` when it is, as in ma1sd's ``rest.endpoints.*``, a
+    path starting with '/' (joined to ``endpoint``) or a full http:// or
+    https:// URL (used as is); raises a ConfigError at ``path`` otherwise."""
+    if value.startswith("/"):
+        return _url_path(value, path)
+    if value[:8].lower().startswith(("http://", "https://")):
+        return _http_url(value, path)
+    raise config_error(
+        "expected a path starting with '/' (joined to 'endpoint') or a full http:// or https:// URL, got %s"
+        % _quoted(value),
+        path,
+    )
 
 
 def read_header_file(path: str) -> str:
@@ -345,6 +431,12 @@ def parse_config(raw: Any) -> ProviderConfig:
     """
     top = _Section(raw, ())
     endpoint = _endpoint(top.string("endpoint", None))
+    backend = top.string("backend", "ma1sd")
+    if backend not in BACKENDS:
+        raise config_error(
+            "expected one of %s, got '%s'" % (", ".join(BACKENDS), printable(str(backend), 40)), ("backend",)
+        )
+    rest = _rest(top, backend)
     timeout = top.number("timeout", DEFAULT_TIMEOUT, 0.0, 300.0)
     max_response_size = top.integer("max_response_size", DEFAULT_MAX_RESPONSE_SIZE, 1024, 16 * 1024 * 1024)
     max_concurrent = top.integer("max_concurrent_requests", DEFAULT_MAX_CONCURRENT_REQUESTS, 1, 10000)
@@ -359,8 +451,13 @@ def parse_config(raw: Any) -> ProviderConfig:
     tls_section.finish()
     if tls.client_key and not tls.client_certificate:
         raise config_error("client_key needs client_certificate", ("tls", "client_key"))
-    if (tls.ca_file or tls.client_certificate) and not endpoint.lower().startswith("https://"):
-        raise config_error("TLS settings need an https:// endpoint", ("tls",))
+    if tls.ca_file or tls.client_certificate:
+        if backend == "rest":
+            urls = [endpoint if u.startswith("/") else u for u in (rest.auth, rest.identity_single) if u]
+        else:
+            urls = [endpoint]
+        if not any(url.lower().startswith("https://") for url in urls):
+            raise config_error("TLS settings need an https:// endpoint", ("tls",))
 
     headers = top.string_map("headers")
     header_files = top.string_map("header_files")
@@ -374,9 +471,14 @@ def parse_config(raw: Any) -> ProviderConfig:
             raise config_error(str(e), ("header_files", name)) from None
 
     login_section = top.section("threepid_login")
+    if backend == "rest" and login_section.is_set("lookup_path"):
+        raise config_error(
+            "belongs to 'backend: ma1sd'; with 'backend: rest' the lookup is 'rest.identity.single'",
+            ("threepid_login", "lookup_path"),
+        )
     lookup_path = login_section.string("lookup_path", DEFAULT_LOOKUP_PATH)
     assert lookup_path is not None
-    lookup_path = _lookup_path(lookup_path)
+    lookup_path = _url_path(lookup_path, ("threepid_login", "lookup_path"))
     threepid_login = ThreepidLoginConfig(enabled=login_section.boolean("enabled", True), lookup_path=lookup_path)
     login_section.finish()
 
@@ -420,4 +522,30 @@ def parse_config(raw: Any) -> ProviderConfig:
             threepid_update=threepid_update,
             threepid_replace=threepid_replace,
         ),
+        backend=backend,
+        rest=rest,
     )
+
+
+def _rest(top: _Section, backend: str) -> RestConfig:
+    """Returns the ``rest:`` settings (the defaults unless ``backend`` is
+    ``rest``); raises a ConfigError when ``rest:`` is set for another backend."""
+    if backend != "rest":
+        if top.is_set("rest"):
+            raise config_error("only read with 'backend: rest' (the backend is '%s')" % backend, ("rest",))
+        top.section("rest")  # null: nothing set
+        return RestConfig()
+    section = top.section("rest")
+    auth = section.text("auth", DEFAULT_REST_AUTH)
+    if not auth:
+        raise config_error(
+            "must not be empty: where the store checks passwords, e.g. '%s'" % DEFAULT_REST_AUTH, ("rest", "auth")
+        )
+    auth = _rest_location(auth, ("rest", "auth"))
+    identity = section.section("identity")
+    single = identity.text("single", DEFAULT_REST_IDENTITY_SINGLE)
+    if single:
+        single = _rest_location(single, ("rest", "identity", "single"))
+    identity.finish()
+    section.finish()
+    return RestConfig(auth=auth, identity_single=single)

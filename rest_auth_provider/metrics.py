@@ -4,7 +4,7 @@ They live in prometheus_client's default registry, which is the one Synapse
 serves on its ``metrics`` listener. All names start with ``rest_auth_provider_``.
 """
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 # Outcomes of a login attempt handled by the module.
 SUCCESS = "success"
@@ -23,6 +23,11 @@ backend_request_duration = Histogram(
     "Time from sending a request to ma1sd to having its whole answer (or giving up).",
     ["endpoint"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+backend_info = Gauge(
+    "rest_auth_provider_backend_info",
+    '1 for the identity service this process\'s module asks: backend="ma1sd" or "rest".',
+    ["backend"],
 )
 registrations = Counter(
     "rest_auth_provider_registrations_total",
@@ -45,5 +50,5 @@ for _kind in ("displayname", "threepid_add", "threepid_remove"):
     profile_writes.labels(kind=_kind)
 for _kind in ("displayname", "threepids"):
     profile_reads_skipped.labels(kind=_kind)
-for _endpoint in ("check_credentials", "lookup"):
+for _endpoint in ("check_credentials", "lookup", "auth_login", "identity_single"):
     backend_request_duration.labels(endpoint=_endpoint)

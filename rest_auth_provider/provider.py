@@ -17,13 +17,14 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from rest_auth_provider import __version__, metrics
 from rest_auth_provider._compat import SynapseCompat, config_error
-from rest_auth_provider.client import BackendError, Ma1sdClient
+from rest_auth_provider.backends import make_backend
 from rest_auth_provider.config import ProviderConfig, parse_config
 from rest_auth_provider.limiter import FailureLimiter
 from rest_auth_provider.memo import SyncMemo
 from rest_auth_provider.provisioning import Provisioner
 from rest_auth_provider.response import canonical_threepid
 from rest_auth_provider.safetext import printable
+from rest_auth_provider.transport import BackendError, Transport
 from rest_auth_provider.users import LocalRefusal, parse_login_name, password_problem
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ CheckAuthResult = Optional[Tuple[str, None]]
 
 
 class RestAuthProvider:
-    """Checks passwords with ma1sd, registers first-time users and keeps their
-    display name and 3PIDs in step with ma1sd."""
+    """Checks passwords with the identity service (ma1sd or a REST identity
+    store), registers first-time users and keeps their display name and 3PIDs
+    in step with what it says."""
 
     def __init__(self, config: ProviderConfig, api: Any = None, account_handler: Any = None):
         if account_handler is not None:
@@ -52,7 +54,8 @@ class RestAuthProvider:
         self._api = api
         self._config = config
         self._compat = SynapseCompat(api)
-        self._client = Ma1sdClient(config)
+        self._backend = make_backend(config, Transport(config))
+        metrics.backend_info.labels(backend=self._backend.kind).set(1)
         per_second, burst_count = self._compat.failed_login_limit() or DEFAULT_FAILED_ATTEMPTS
         self._failures = FailureLimiter(per_second, burst_count)
         memo = SyncMemo(config.profile_recheck_interval)
@@ -61,7 +64,7 @@ class RestAuthProvider:
         self._memo_active = config.profile_recheck_interval > 0 and self._compat.watch_deactivations(memo.forget_user)
         if not self._memo_active:
             memo = SyncMemo(0)
-        self._provisioner = Provisioner(api, self._compat, config.policy, memo)
+        self._provisioner = Provisioner(api, self._compat, config.policy, memo, self._backend.name)
 
         if self._style == "modules":
             if not hasattr(api, "register_password_auth_provider_callbacks"):
@@ -72,15 +75,16 @@ class RestAuthProvider:
                     (),
                 )
             callbacks: Dict[str, Any] = {"auth_checkers": {(PASSWORD_LOGIN, PASSWORD_FIELDS): self._module_check_auth}}
-            if config.threepid_login.enabled:
+            if self._backend.threepid_lookup_enabled:
                 callbacks["check_3pid_auth"] = self._module_check_3pid_auth
             api.register_password_auth_provider_callbacks(**callbacks)
 
         logger.info(
-            "rest_auth_provider %s loaded from '%s:' (%s process); ma1sd at %s, timeout %g s",
+            "rest_auth_provider %s loaded from '%s:' (%s process); %s at %s, timeout %g s",
             __version__,
             self._style,
             "main" if self._compat.is_main_process else "worker",
+            self._backend.name,
             config.endpoint,
             config.timeout,
         )
@@ -91,8 +95,10 @@ class RestAuthProvider:
         if self._compat.local_passwords_enabled():
             logger.warning(
                 "password_config.localdb_enabled is true (Synapse's default): users can give themselves a "
-                "local Synapse password that keeps working after ma1sd refuses them. Where ma1sd is the only "
-                "source of passwords, set password_config: {localdb_enabled: false} (see docs/security.md)"
+                "local Synapse password that keeps working after %s refuses them. Where %s is the only "
+                "source of passwords, set password_config: {localdb_enabled: false} (see docs/security.md)",
+                self._backend.name,
+                self._backend.name,
             )
         if config.profile_recheck_interval > 0 and not self._memo_active:
             logger.info(
@@ -125,7 +131,7 @@ class RestAuthProvider:
     async def check_3pid_auth(self, medium: str, address: str, password: str) -> Optional[str]:
         """Returns the user ID owning an email or phone number Synapse does not
         know yet, when ma1sd maps it to a user and accepts the password; else None."""
-        if not self._config.threepid_login.enabled:
+        if not self._backend.threepid_lookup_enabled:
             return None
         return await self.authenticate_threepid(medium, address, password)
 
@@ -182,16 +188,18 @@ class RestAuthProvider:
             return self._refuse_locally(user_id, "too many failed attempts (rc_login.failed_attempts)")
 
         try:
-            reply = await self._client.check_credentials(user_id, password)
+            reply = await self._backend.check_password(user_id, password)
         except BackendError as e:
             metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
-            logger.warning("Login refused for %s: ma1sd at %s failed: %s", user_id, self._config.endpoint, e)
+            logger.warning(
+                "Login refused for %s: %s at %s failed: %s", user_id, self._backend.name, self._config.endpoint, e
+            )
             return None
         if not reply.success:
             for key in keys:
                 self._failures.record_failure(key)
             metrics.logins.labels(outcome=metrics.BAD_CREDENTIALS).inc()
-            logger.info("Login refused for %s: ma1sd rejected the credentials", user_id)
+            logger.info("Login refused for %s: %s rejected the credentials", user_id, self._backend.name)
             return None
 
         new_account = False
@@ -209,7 +217,7 @@ class RestAuthProvider:
     def _refuse_locally(self, who: Any, reason: str) -> Optional[str]:
         """Logs and counts a login refused without asking ma1sd; returns None."""
         metrics.logins.labels(outcome=metrics.REFUSED_LOCALLY).inc()
-        logger.info("Login refused for %s without asking ma1sd: %s", printable(who, 100), reason)
+        logger.info("Login refused for %s without asking %s: %s", printable(who, 100), self._backend.name, reason)
         return None
 
     async def authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Optional[str]:
@@ -249,16 +257,18 @@ class RestAuthProvider:
         if not self._failures.allows(("3pid",) + canonical):
             return self._refuse_locally(shown, "too many failed attempts (rc_login.failed_attempts)")
         try:
-            mxid = await self._client.lookup_threepid(medium, address)
+            mxid = await self._backend.lookup_threepid(medium, address, self._compat.server_name)
         except BackendError as e:
             metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
-            logger.warning("Login by %s refused: ma1sd lookup at %s failed: %s", medium, self._config.endpoint, e)
+            logger.warning(
+                "Login by %s refused: %s lookup at %s failed: %s", medium, self._backend.name, self._config.endpoint, e
+            )
             return None
         if mxid is None:
             self._failures.record_failure(("3pid",) + canonical)
             metrics.logins.labels(outcome=metrics.BAD_CREDENTIALS).inc()
-            logger.info("Login by %s refused: ma1sd knows no user for it", shown)
+            logger.info("Login by %s refused: %s knows no user for it", shown, self._backend.name)
             return None
         if not mxid.startswith("@"):
-            return self._refuse_locally(mxid, "ma1sd's lookup answered something that is not a user ID")
+            return self._refuse_locally(mxid, "the lookup answered something that is not a user ID")
         return await self._authenticate(mxid, password, canonical)

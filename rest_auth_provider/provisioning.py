@@ -31,7 +31,9 @@ _THREEPIDS = "threepids"
 class Provisioner:
     """Registers new users and syncs display names and 3PIDs."""
 
-    def __init__(self, api: Any, compat: SynapseCompat, policy: PolicyConfig, memo: SyncMemo):
+    def __init__(self, api: Any, compat: SynapseCompat, policy: PolicyConfig, memo: SyncMemo, source: str = "ma1sd"):
+        """``source`` names the identity service in log lines ("ma1sd", "the REST store")."""
+        self._source = source
         self._api = api
         self._compat = compat
         self._policy = policy
@@ -90,7 +92,7 @@ class Provisioner:
         if current != name:
             await self._compat.set_displayname(user_id, name)
             metrics.profile_writes.labels(kind="displayname").inc()
-            logger.info("Updated the display name of %s from ma1sd", user_id)
+            logger.info("Updated the display name of %s from %s", user_id, self._source)
         self._memo.remember(_DISPLAY_NAME, user_id, name)
 
     async def _sync_threepids(self, user_id: str, reply: AuthReply, new_account: bool) -> None:
@@ -101,9 +103,10 @@ class Provisioner:
             canonical = canonical_threepid(pid.medium, pid.address)
             if canonical is None:
                 logger.info(
-                    "Ignoring a 3PID of medium '%s' from ma1sd for %s: only email and msisdn are kept, "
+                    "Ignoring a 3PID of medium '%s' from %s for %s: only email and msisdn are kept, "
                     "and only usable addresses",
                     printable(pid.medium, 40),
+                    self._source,
                     user_id,
                 )
                 continue
@@ -133,7 +136,7 @@ class Provisioner:
             added, owner = await self._compat.add_threepid(user_id, medium, address)
             if added:
                 metrics.profile_writes.labels(kind="threepid_add").inc()
-                logger.info("Added the %s %s to %s from ma1sd", medium, printable(address, 100), user_id)
+                logger.info("Added the %s %s to %s from %s", medium, printable(address, 100), user_id, self._source)
             elif owner != user_id:
                 logger.warning(
                     "Not adding %s %s to %s: it already belongs to %s",
@@ -150,7 +153,11 @@ class Provisioner:
                 await self._compat.delete_threepid(user_id, medium, address)
                 metrics.profile_writes.labels(kind="threepid_remove").inc()
                 logger.info(
-                    "Removed the %s %s from %s: ma1sd no longer lists it", medium, printable(address, 100), user_id
+                    "Removed the %s %s from %s: %s no longer lists it",
+                    medium,
+                    printable(address, 100),
+                    user_id,
+                    self._source,
                 )
         if in_step:
             # A 3PID held by another account is not remembered, so that its

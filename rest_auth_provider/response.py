@@ -7,6 +7,10 @@ A ``check_credentials`` reply looks like::
               "display_name": "Alice",                       # legacy copy
               "profile": {"display_name": "Alice",
                           "three_pids": [{"medium": "email", "address": "a@b.c"}]}}}
+
+A REST identity store's ``auth/login`` reply (``backend: rest``) has the same
+``auth`` object plus an ``id`` naming the user (:func:`parse_rest_auth`); its
+``identity/single`` reply is read by :func:`parse_rest_lookup`.
 """
 
 import json
@@ -204,6 +208,74 @@ def parse_lookup(value: Any) -> Optional[str]:
     if not isinstance(mxid, str):
         raise MalformedReply("'mxid' is %s, not a string" % _describe(mxid))
     return mxid
+
+
+@dataclass(frozen=True)
+class StoreUserId:
+    """The ``id`` object of a REST identity store's reply: ``type`` lowercased
+    (``localpart`` and ``mxid`` are the ones ma1sd knows; a store may send
+    anything), ``value`` as sent."""
+
+    type: str
+    value: str
+
+
+def parse_store_id(value: Any, where: str) -> StoreUserId:
+    """Returns the StoreUserId of the ``id`` object found at ``where``.
+
+    Raises MalformedReply when it is not an object with string ``type`` and
+    ``value``.
+    """
+    if not isinstance(value, dict):
+        raise MalformedReply("'%s' is %s, not an object" % (where, _describe(value)))
+    kind = value.get("type")
+    text = value.get("value")
+    if not isinstance(kind, str) or not isinstance(text, str):
+        raise MalformedReply("'%s' needs string 'type' and 'value'" % where)
+    return StoreUserId(type=kind.lower(), value=text)
+
+
+def parse_rest_auth(value: Any) -> Tuple[AuthReply, Optional[StoreUserId]]:
+    """Returns the AuthReply of a decoded REST store ``auth/login`` reply and
+    the user its ``auth.id`` names; that id is None when the store refused
+    the credentials (whatever ``id`` it sent) or sent no ``id``.
+
+    The reply is read as ma1sd's ``check_credentials`` reply is
+    (:func:`parse_check_credentials`): ``auth.success`` exactly ``true``,
+    display name and 3PIDs under ``auth.profile``. Raises MalformedReply
+    when the reply has the wrong shape.
+    """
+    reply = parse_check_credentials(value)
+    if not reply.success:
+        return reply, None
+    raw_id = value["auth"].get("id")
+    if raw_id is None:
+        return reply, None
+    return reply, parse_store_id(raw_id, "auth.id")
+
+
+def parse_rest_lookup(value: Any) -> Optional[StoreUserId]:
+    """Returns the user a decoded REST store ``identity/single`` reply names,
+    or None for ``{}`` (no user for that 3PID).
+
+    A hit is ``{"lookup": {"medium": ..., "address": ..., "id": {"type":
+    ..., "value": ...}}}``. Raises MalformedReply for any other shape.
+    """
+    if not isinstance(value, dict):
+        raise MalformedReply("lookup reply is %s, not an object" % _describe(value))
+    lookup = value.get("lookup")
+    if lookup is None:
+        if any(key != "lookup" for key in value):
+            raise MalformedReply("lookup reply is neither {} nor has a 'lookup' object")
+        return None
+    if not isinstance(lookup, dict):
+        raise MalformedReply("'lookup' is %s, not an object" % _describe(lookup))
+    for key in ("medium", "address"):
+        if lookup.get(key) is not None and not isinstance(lookup[key], str):
+            raise MalformedReply("'lookup.%s' is %s, not a string" % (key, _describe(lookup[key])))
+    if lookup.get("id") is None:
+        raise MalformedReply("'lookup' has no 'id'")
+    return parse_store_id(lookup["id"], "lookup.id")
 
 
 # What a phone number may be written with: an optional leading "+", then ASCII

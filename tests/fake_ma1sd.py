@@ -10,6 +10,10 @@ the shape ma1sd sends (``CredentialsValidationResponse`` serialised by Gson):
 on success ``{"auth": {"success": true, "display_name": ..., "profile":
 {"display_name": ..., "three_pids": [...]}}}``, on failure
 ``{"auth": {"success": false, "profile": {"three_pids": []}}}``.
+
+:mod:`tests.fake_reststore` is the same server speaking the REST identity
+store protocol instead: it overrides the protocol methods (``route``,
+``refusal_reply``) and shares the directory, faults and request log.
 """
 
 import json
@@ -45,7 +49,9 @@ class Fault:
     body a byte every ``seconds``); ``redirect`` (``status`` with a Location);
     ``status`` (``status`` with ``body``); ``body`` (200 with ``body`` as is);
     ``huge`` (200 with ``size`` bytes of JSON); ``cutoff`` (a Content-Length
-    larger than the body sent, then close); ``close`` (close without a reply).
+    larger than the body sent, then close); ``close`` (close without a reply);
+    ``close_reused`` (close a kept-alive connection at its second request);
+    ``success_missing`` (the normal reply, without ``auth.success``).
     """
 
     kind: str = "none"
@@ -58,6 +64,12 @@ class Fault:
 
 class FakeMa1sd:
     """The fake server. Use as a context manager or call start() and stop()."""
+
+    #: Where password checks and 3PID lookups are served (protocol-agnostic
+    #: tests use these, or password_checks() and lookups()).
+    check_path = CHECK_PATH
+    lookup_path = LOOKUP_PATH
+    thread_name = "fake-ma1sd"
 
     def __init__(self, tls: Optional[Tuple[str, str]] = None, required_headers: Optional[Dict[str, str]] = None):
         self.users: Dict[str, FakeUser] = {}
@@ -148,7 +160,7 @@ class FakeMa1sd:
         self._server = Server(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-ma1sd", daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name=self.thread_name, daemon=True
         )
         self._thread.start()
         return self
@@ -192,6 +204,15 @@ class FakeMa1sd:
         with self._lock:
             return [r for r in self.requests if r["path"] == path]
 
+    def password_checks(self) -> List[Dict[str, Any]]:
+        """Returns the recorded password checks (each with ``user_id`` and
+        ``password`` once its body could be read)."""
+        return self.requests_for(self.check_path)
+
+    def lookups(self) -> List[Dict[str, Any]]:
+        """Returns the recorded 3PID lookups (each with ``medium`` and ``address``)."""
+        return self.requests_for(self.lookup_path)
+
     # -- replies ---------------------------------------------------------------
 
     def credentials_reply(self, user_id: str, password: str) -> Dict[str, Any]:
@@ -203,6 +224,30 @@ class FakeMa1sd:
             auth["display_name"] = user.display_name
             auth["profile"]["display_name"] = user.display_name
         return {"auth": auth}
+
+    def refusal_reply(self) -> Dict[str, Any]:
+        """Returns the body of a refused password check."""
+        return self.credentials_reply("@nobody:invalid", "")
+
+    def route(self, method: str, path: str, record: Dict[str, Any], raw: bytes) -> Optional[Tuple[int, Any]]:
+        """Returns (status, JSON reply) for a request of the protocol, or None
+        for an unknown method or path; notes what it read in ``record``."""
+        if method == "POST" and path == CHECK_PATH:
+            try:
+                user = json.loads(raw)["user"]
+                user_id, password = user["id"], user["password"]
+            except (ValueError, KeyError, TypeError):
+                return 400, {"errcode": "M_JSON_MISSING_KEYS", "error": "Missing id or password keys"}
+            record["user_id"] = user_id
+            record["password"] = password
+            return 200, self.credentials_reply(user_id, password)
+        if method == "GET" and path == LOOKUP_PATH:
+            medium = record["query"].get("medium", [""])[0]
+            address = record["query"].get("address", [""])[0]
+            record["medium"] = medium
+            record["address"] = address
+            return 200, self.lookup_reply(medium, address)
+        return None
 
     def lookup_reply(self, medium: str, address: str) -> Dict[str, Any]:
         mxid = self._lookup(medium, address)
@@ -296,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b'{"auth": {"success": true, "pad": "' + b"x" * fault.size + b'"}}')
             return
         if fault.kind == "cutoff":
-            body = json.dumps(fake.credentials_reply("@nobody:invalid", "")).encode()
+            body = json.dumps(fake.refusal_reply()).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body) + 100))
@@ -306,26 +351,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
 
-        if method == "POST" and path == CHECK_PATH:
-            try:
-                user = json.loads(raw)["user"]
-                user_id, password = user["id"], user["password"]
-            except (ValueError, KeyError, TypeError):
-                self._send(400, b'{"errcode":"M_JSON_MISSING_KEYS","error":"Missing id or password keys"}')
-                return
-            record["user_id"] = user_id
-            record["password"] = password
-            reply = fake.credentials_reply(user_id, password)
-        elif method == "GET" and path == LOOKUP_PATH:
-            medium = record["query"].get("medium", [""])[0]
-            address = record["query"].get("address", [""])[0]
-            reply = fake.lookup_reply(medium, address)
-        else:
+        routed = fake.route(method, path, record, raw)
+        if routed is None:
             self._send(404, b'{"errcode":"M_NOT_FOUND","error":"Not found"}')
             return
+        status, reply = routed
+        if fault.kind == "success_missing" and isinstance(reply, dict) and isinstance(reply.get("auth"), dict):
+            reply["auth"].pop("success", None)
         body = json.dumps(reply).encode()
         if fault.kind == "trickle":
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -335,7 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if fake._stopping.wait(fault.seconds):
                     return
             return
-        self._send(200, body)
+        self._send(status, body)
 
     def _send(self, status: int, body: bytes) -> None:
         self.send_response(status)

@@ -109,7 +109,7 @@ def check(args: argparse.Namespace) -> int:
         % (__version__, report.data["synapse_version"] or "(not installed)", sys.version.split()[0]),
     )
     try:
-        _, config, client = load_and_validate(args.config_paths, report)
+        _, config, transport = load_and_validate(args.config_paths, report)
     except ConfigFailure as e:
         report.line(FAIL, "config", str(e))
         report.finish(EXIT_CONFIG)
@@ -132,7 +132,7 @@ def check(args: argparse.Namespace) -> int:
         report.finish(EXIT_BACKEND)
         return EXIT_BACKEND
 
-    code = run_in_reactor(client, config, user, report)
+    code = run_in_reactor(transport, config, user, report)
     report.finish(code)
     return code
 

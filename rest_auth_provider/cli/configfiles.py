@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 import yaml
 
 from rest_auth_provider.cli.report import OK, WARN, Report, exception_text
-from rest_auth_provider.client import Ma1sdClient
 from rest_auth_provider.config import ProviderConfig, parse_config
 from rest_auth_provider.safetext import printable
+from rest_auth_provider.transport import Transport
 
 MODULE_NAME = "rest_auth_provider.RestAuthProvider"
 SECTIONS = ("modules", "password_providers")
@@ -137,8 +137,8 @@ def check_back_door(merged: Dict[str, Any], report: Report) -> None:
         report.line(OK, "back door", "password_config.localdb_enabled: false: only ma1sd decides password logins")
 
 
-def load_and_validate(paths: Sequence[str], report: Report) -> Tuple[Dict[str, Any], ProviderConfig, Ma1sdClient]:
-    """Returns the merged config, the module's validated config and a client for it.
+def load_and_validate(paths: Sequence[str], report: Report) -> Tuple[Dict[str, Any], ProviderConfig, Transport]:
+    """Returns the merged config, the module's validated config and an HTTP transport for it.
 
     Raises ConfigFailure when any of it is wrong.
     """
@@ -163,7 +163,7 @@ def load_and_validate(paths: Sequence[str], report: Report) -> Tuple[Dict[str, A
         path, message = config_error_location(e)
         raise ConfigFailure("%s.%s: %s" % (name, path, message)) from None
     try:
-        client = Ma1sdClient(config)
+        transport = Transport(config)
     except Exception as e:
         raise ConfigFailure("%s.config: cannot load the TLS or header files: %s" % (name, exception_text(e))) from None
     report.line(OK, "module", "%s.config is valid" % name)
@@ -179,7 +179,7 @@ def load_and_validate(paths: Sequence[str], report: Report) -> Tuple[Dict[str, A
     else:
         report.line(WARN, "config", "no 'server_name' in the merged configuration (Synapse needs one)")
     check_back_door(merged, report)
-    return merged, config, client
+    return merged, config, transport
 
 
 def _version_tuple(version: str) -> Tuple[int, ...]:

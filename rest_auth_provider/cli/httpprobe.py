@@ -1,23 +1,28 @@
 """The HTTP probe and, with ``--user``, the user check, run in a Twisted reactor
-through the module's own client (its headers, TLS policy, size cap and timeout)."""
+through the module's own transport (its headers, TLS policy, size cap and timeout)."""
 
-import json
 import time
+import uuid
 from typing import Any, List, Optional, Tuple
 
 from twisted.internet import defer, task
 
+from rest_auth_provider.backends import make_backend
 from rest_auth_provider.cli.report import EXIT_BACKEND, EXIT_OK, FAIL, OK, Report, format_ms
 from rest_auth_provider.cli.user import check_user
-from rest_auth_provider.client import BackendError, Ma1sdClient
 from rest_auth_provider.config import ProviderConfig
-from rest_auth_provider.response import MalformedReply, decode_json, parse_check_credentials
+from rest_auth_provider.response import MalformedReply, decode_json, parse_check_credentials, parse_rest_auth
 from rest_auth_provider.safetext import printable, redact_url, shown_url
+from rest_auth_provider.transport import BackendError, Transport
 
 # A user that cannot exist anywhere (".invalid" is reserved, RFC 2606) and a
 # password that is no one's secret: the probe asks ma1sd about them.
 PROBE_USER_ID = "@rest-auth-provider-check:invalid"
 PROBE_PASSWORD = "x"
+# The REST store is asked about a made-up user of Synapse's own domain (a
+# store answers 400 for another domain, which is what the probe detects),
+# with a fresh random password that is no one's secret.
+REST_PROBE_LOCALPART = "rest-auth-provider-check"
 
 
 def classify_probe_reply(status: int, body: bytes) -> Tuple[bool, str, Optional[str]]:
@@ -65,34 +70,24 @@ def classify_probe_reply(status: int, body: bytes) -> Tuple[bool, str, Optional[
     return False, "HTTP %d%s, not a check_credentials answer%s" % (status, shown, hint), errcode
 
 
-async def _post(client: Ma1sdClient, url: str, body: bytes) -> Tuple[int, bytes]:
-    """Returns (status, body) of a POST through the client (its headers, TLS
-    policy, size cap and timeout), whatever the status.
-
-    Raises BackendError when there is no complete reply.
-    """
-    status, _, data = await client.request_raw("check_credentials", b"POST", url, body)
-    return status, data
-
-
-async def probe_http(client: Ma1sdClient, reactor: Any, config: ProviderConfig, report: Report) -> bool:
+async def probe_http(transport: Transport, config: ProviderConfig, report: Report) -> bool:
     """Returns True when the check_credentials URL answers the probe user like ma1sd."""
     url = config.check_credentials_url
     shown = shown_url(url)
-    body = json.dumps({"user": {"id": PROBE_USER_ID, "password": PROBE_PASSWORD}}).encode("utf-8")
+    body = {"user": {"id": PROBE_USER_ID, "password": PROBE_PASSWORD}}
     started = time.monotonic()
     try:
-        status, data = await _post(client, url, body)
+        reply = await transport.request("check_credentials", "POST", url, json_body=body)
     except BackendError as e:
         report.data["probe"]["http"] = {"ok": False, "url": redact_url(url), "status": None, "error": str(e)}
         report.line(FAIL, "http", "POST %s: %s" % (shown, printable(str(e))))
         return False
     elapsed = time.monotonic() - started
-    ok, explanation, errcode = classify_probe_reply(status, data)
+    ok, explanation, errcode = classify_probe_reply(reply.status, reply.body)
     report.data["probe"]["http"] = {
         "ok": ok,
         "url": redact_url(url),
-        "status": status,
+        "status": reply.status,
         "ms": round(elapsed * 1000, 1),
         "ma1sd_like": ok,
         "errcode": errcode,
@@ -103,27 +98,100 @@ async def probe_http(client: Ma1sdClient, reactor: Any, config: ProviderConfig, 
     return ok
 
 
+def classify_rest_probe_reply(status: int, body: bytes, domain: str) -> Tuple[bool, str]:
+    """Returns (looks like a REST identity store that serves ``domain``,
+    explanation) for the store's reply to the made-up probe user.
+
+    What came from the reply is shown escaped (see ``printable``)."""
+    if 300 <= status < 400:
+        return False, "HTTP %d redirect, never followed: point 'endpoint' or 'rest.auth' at the final URL" % status
+    if status == 400:
+        return False, (
+            "HTTP 400: the store refused the request itself: is its domain %s (Synapse's server_name)?"
+            % printable(domain)
+        )
+    hint = {
+        401: ": check 'headers' / 'header_files' (a proxy in front of the store?)",
+        403: ": check 'headers' / 'header_files'",
+        404: ": check 'endpoint' and 'rest.auth' (path prefix?)",
+    }.get(status, "")
+    try:
+        reply, _ = parse_rest_auth(decode_json(body))
+    except MalformedReply as e:
+        return False, "HTTP %d, %s: not an auth/login answer%s" % (status, printable(str(e)), hint)
+    if not (200 <= status < 300 or status in (401, 404)):
+        return False, "HTTP %d, not an auth/login answer%s" % (status, hint)
+    if reply.success:
+        return False, (
+            "HTTP %d, but it ACCEPTED the made-up user with a made-up password: would it accept any password?" % status
+        )
+    return True, (
+        "HTTP %d, answers like a REST identity store (auth.success = false for the made-up probe user "
+        "of %s: the domain is accepted)" % (status, printable(domain))
+    )
+
+
+async def probe_rest_store(transport: Transport, config: ProviderConfig, report: Report) -> bool:
+    """Returns True when the store's auth/login URL answers the probe user
+    like a REST identity store serving Synapse's domain."""
+    url = config.rest_auth_url
+    shown = shown_url(url)
+    domain = report.data.get("server_name")
+    if not isinstance(domain, str) or not domain:
+        report.data["probe"]["http"] = {"ok": False, "url": redact_url(url), "status": None, "error": "no server_name"}
+        report.line(FAIL, "http", "cannot probe the REST store: no 'server_name' in the configuration")
+        return False
+    user_id = "@%s:%s" % (REST_PROBE_LOCALPART, domain)
+    body = {
+        "auth": {"mxid": user_id, "localpart": REST_PROBE_LOCALPART, "domain": domain, "password": uuid.uuid4().hex}
+    }
+    started = time.monotonic()
+    try:
+        reply = await transport.request("auth_login", "POST", url, json_body=body)
+    except BackendError as e:
+        report.data["probe"]["http"] = {"ok": False, "url": redact_url(url), "status": None, "error": str(e)}
+        report.line(FAIL, "http", "POST %s: %s" % (shown, printable(str(e))))
+        return False
+    elapsed = time.monotonic() - started
+    ok, explanation = classify_rest_probe_reply(reply.status, reply.body, domain)
+    report.data["probe"]["http"] = {
+        "ok": ok,
+        "url": redact_url(url),
+        "status": reply.status,
+        "ms": round(elapsed * 1000, 1),
+        "store_like": ok,
+        "detail": explanation,
+    }
+    report.line("", "http", "POST %s for %s" % (shown, printable(user_id)))
+    report.line(OK if ok else FAIL, "http", "%s (%s)" % (explanation, format_ms(elapsed)))
+    return ok
+
+
 async def run_async(
     reactor: Any,
-    client: Ma1sdClient,
+    transport: Transport,
     config: ProviderConfig,
     user: Optional[Tuple[str, str]],
     report: Report,
 ) -> int:
     """Returns the exit code of the HTTP probe and, if asked, the user check."""
+    backend = make_backend(config, transport)
     try:
-        if not await probe_http(client, reactor, config, report):
+        probe = probe_rest_store if backend.kind == "rest" else probe_http
+        if not await probe(transport, config, report):
             if user is not None:
-                report.line("", "login", "not checked: ma1sd did not answer the probe correctly")
+                report.line("", "login", "not checked: %s did not answer the probe correctly" % backend.name)
             return EXIT_BACKEND
         if user is None:
             return EXIT_OK
-        return await check_user(client, user[0], user[1], config, report)
+        return await check_user(backend, user[0], user[1], config, report)
     finally:
-        await client.close()
+        await backend.close()
 
 
-def run_in_reactor(client: Ma1sdClient, config: ProviderConfig, user: Optional[Tuple[str, str]], report: Report) -> int:
+def run_in_reactor(
+    transport: Transport, config: ProviderConfig, user: Optional[Tuple[str, str]], report: Report
+) -> int:
     """Returns run_async's exit code, run in a fresh Twisted reactor (possible once per process).
 
     Raises what run_async raised, and KeyboardInterrupt when the reactor was stopped by a signal.
@@ -136,7 +204,7 @@ def run_in_reactor(client: Ma1sdClient, config: ProviderConfig, user: Optional[T
         # Set when a signal stops the reactor: failures after that are not ma1sd's.
         reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
         try:
-            code = await run_async(reactor, client, config, user, report)
+            code = await run_async(reactor, transport, config, user, report)
         except Exception as e:  # raised again below, outside the reactor
             errors.append(e)
             return

@@ -149,7 +149,7 @@ def _presented_certificate(family: int, address: Any, host: str, timeout: float)
     # Only after a verified handshake failed, to show the admin which
     # certificate the server presents. Nothing is sent over this connection:
     # the handshake is read and the socket closed. The module itself always
-    # verifies (client.py); there is no option to turn that off.
+    # verifies (transport.py); there is no option to turn that off.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from rest_auth_provider.backends import Backend
 from rest_auth_provider.cli.report import (
     EXIT_BACKEND,
     EXIT_CONFIG,
@@ -19,10 +20,10 @@ from rest_auth_provider.cli.report import (
     format_ms,
     quoted,
 )
-from rest_auth_provider.client import BackendError, Ma1sdClient
 from rest_auth_provider.config import ProviderConfig
 from rest_auth_provider.response import AuthReply, canonical_threepid, untrusted_threepid_reason
 from rest_auth_provider.safetext import printable
+from rest_auth_provider.transport import BackendError
 from rest_auth_provider.users import LocalRefusal, parse_login_name, password_problem
 
 
@@ -78,22 +79,22 @@ def resolve_user(args: argparse.Namespace, report: Report) -> Tuple[Optional[Tup
     return (name.user_id, password), EXIT_OK
 
 
-async def check_user(client: Ma1sdClient, user_id: str, password: str, config: ProviderConfig, report: Report) -> int:
-    """Asks ma1sd about the user's password; returns the exit code for the outcome."""
+async def check_user(backend: Backend, user_id: str, password: str, config: ProviderConfig, report: Report) -> int:
+    """Asks the backend about the user's password; returns the exit code for the outcome."""
     shown = printable(user_id)
     started = time.monotonic()
     try:
-        reply = await client.check_credentials(user_id, password)
+        reply = await backend.check_password(user_id, password)
     except BackendError as e:
         report.data["user"].update(checked=True, accepted=None, error=str(e))
-        report.line(FAIL, "login", "%s: ma1sd could not answer: %s" % (shown, printable(str(e))))
+        report.line(FAIL, "login", "%s: %s could not answer: %s" % (shown, backend.name, printable(str(e))))
         return EXIT_BACKEND
     elapsed = time.monotonic() - started
     report.data["user"].update(checked=True, accepted=reply.success, ms=round(elapsed * 1000, 1))
     if not reply.success:
-        report.line(FAIL, "login", "%s: ma1sd refused the credentials (%s)" % (shown, format_ms(elapsed)))
+        report.line(FAIL, "login", "%s: %s refused the credentials (%s)" % (shown, backend.name, format_ms(elapsed)))
         return EXIT_REFUSED
-    report.line(OK, "login", "%s: ma1sd accepted the credentials (%s)" % (shown, format_ms(elapsed)))
+    report.line(OK, "login", "%s: %s accepted the credentials (%s)" % (shown, backend.name, format_ms(elapsed)))
     report.data["user"]["login"] = describe_login(reply, config, report)
     return EXIT_OK
 

@@ -1,4 +1,12 @@
-"""Fixtures: one fake ma1sd and two real Synapse servers per test session.
+"""Fixtures: one fake backend and two real Synapse servers per test session.
+
+``RAP_BACKEND`` chooses the backend the whole suite runs against: ``ma1sd``
+(the default; the fake is a :class:`tests.fake_ma1sd.FakeMa1sd`) or ``rest``
+(a :class:`tests.fake_reststore.FakeRestStore`, and every homeserver the suite
+starts gets ``backend: rest``). The fixture and attribute keep the name
+``ma1sd`` (``hs.ma1sd``): "the fake backend". Tests that only make sense for
+one protocol carry ``@pytest.mark.backend("ma1sd")`` (or ``"rest"``) and are
+deselected under the other one.
 
 * ``defaults_hs``: the module with every policy at its default; loaded from
   ``modules:`` where this Synapse supports it (1.46+), else ``password_providers:``.
@@ -22,6 +30,7 @@ import pytest
 import yaml
 
 from tests.fake_ma1sd import FakeMa1sd, FakeUser
+from tests.fake_reststore import FakeRestStore
 from tests.integration.harness import SynapseServer, _template, module_block, supports_modules_style
 from tests.integration.matrix_client import MatrixClient
 from tests.integration.services import PostgresCluster, RedisServer, ServiceMissing
@@ -33,10 +42,20 @@ collect_ignore = [] if os.environ.get("RAP_WORKERS") else ["test_workers.py"]
 # The hostile-backend suite runs on the oldest, a middle and the newest release
 # (RAP_HOSTILE=1), the load test on the newest only (RAP_LOAD=1).
 if not os.environ.get("RAP_HOSTILE"):
-    collect_ignore += ["test_hostile.py", "test_security.py"]
+    collect_ignore += ["test_hostile.py", "test_hostile_rest.py", "test_security.py"]
 if not os.environ.get("RAP_LOAD"):
     collect_ignore.append("test_load.py")
 USE_POSTGRES = os.environ.get("RAP_DATABASE") == "postgres"
+
+# The backend every homeserver of this run asks, and how the module's log
+# lines name it ("Login refused for ...: ma1sd rejected the credentials").
+BACKENDS = {"ma1sd": "ma1sd", "rest": "the REST store"}
+BACKEND = os.environ.get("RAP_BACKEND") or "ma1sd"
+if BACKEND not in BACKENDS:
+    raise ValueError("RAP_BACKEND must be one of %s, not %r" % (", ".join(sorted(BACKENDS)), BACKEND))
+BACKEND_NAME = BACKENDS[BACKEND]
+# The ``endpoint`` label of the module's request-duration metric for a password check.
+CHECK_ENDPOINT_LABEL = {"ma1sd": "check_credentials", "rest": "auth_login"}[BACKEND]
 
 TIMEOUT = 3.0
 
@@ -64,6 +83,12 @@ class Homeserver:
     @property
     def server_name(self) -> str:
         return self.server.server_name
+
+    @property
+    def rest_store(self) -> FakeRestStore:
+        """The fake backend as the REST store it is in tests marked ``backend("rest")``."""
+        assert isinstance(self.ma1sd, FakeRestStore), "only with RAP_BACKEND=rest"
+        return self.ma1sd
 
     def user_id(self, localpart: str) -> str:
         return "@%s:%s" % (localpart, self.server_name)
@@ -100,10 +125,12 @@ class Homeserver:
         thread = threading.Thread(target=login)
         thread.start()
         probes = []
-        while thread.is_alive():
+        while True:  # at least one probe, however fast the login
             started = time.monotonic()
             assert self.client.versions().status_code == 200
             probes.append(time.monotonic() - started)
+            if not thread.is_alive():
+                break
             time.sleep(interval)
         thread.join()
         return result[0][0], result[0][1], probes
@@ -113,9 +140,44 @@ class Homeserver:
         return str(yaml.safe_load((template / "homeserver.yaml").read_text())["registration_shared_secret"])
 
 
+def new_fake(tls: Optional[Tuple[str, str]] = None, required_headers: Optional[Dict[str, str]] = None) -> FakeMa1sd:
+    """Returns a fake of this run's backend, not started."""
+    if BACKEND == "rest":
+        return FakeRestStore(tls=tls, required_headers=required_headers)
+    return FakeMa1sd(tls=tls, required_headers=required_headers)
+
+
+def with_backend(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Returns the module config ``config`` with this run's ``backend:``
+    (nothing added for ma1sd, the default, so that runs as deployed)."""
+    if BACKEND == "ma1sd":
+        return dict(config)
+    return dict(config, backend=BACKEND)
+
+
+# Every Synapse the suite started (and checked), for the secrets check.
+SERVERS: List[SynapseServer] = []
+
+
+def check_started(server: SynapseServer) -> None:
+    """Checks that the module in a freshly started ``server`` asks this run's
+    backend; adds the server to those whose output the secrets check reads."""
+    SERVERS.append(server)
+    assert_backend(server)
+
+
+def assert_backend(server: SynapseServer) -> None:
+    """Fails unless the module in this running ``server`` asks this run's backend."""
+    loaded = [
+        line for line in server.log_text().splitlines() if "rest_auth_provider" in line and " loaded from " in line
+    ]
+    assert loaded and all("; %s at " % BACKEND_NAME in line for line in loaded), (BACKEND, loaded)
+
+
 @pytest.fixture(scope="session")
 def ma1sd() -> Iterator[FakeMa1sd]:
-    fake = FakeMa1sd().start()
+    """The fake backend of this run: a FakeMa1sd, or a FakeRestStore with RAP_BACKEND=rest."""
+    fake = new_fake().start()
     yield fake
     fake.stop()
 
@@ -164,8 +226,10 @@ def start_homeserver(
     synapse_config: Optional[Dict[str, Any]] = None,
 ) -> Iterator[Homeserver]:
     """Starts a Synapse named ``name`` with the module in ``style`` and
-    ``config``; ``synapse_config`` adds or replaces homeserver.yaml keys."""
+    ``config`` (plus this run's ``backend:``); ``synapse_config`` adds or
+    replaces homeserver.yaml keys."""
     workdir = Path(tmp_path_factory.mktemp(name))
+    config = with_backend(config)
     extra = module_block(style, config)
     extra.update(synapse_config or {})
     if USE_POSTGRES:
@@ -173,6 +237,7 @@ def start_homeserver(
     server = SynapseServer(workdir, extra, log_level="DEBUG", name=name)
     server.start()
     try:
+        check_started(server)
         yield Homeserver(server, MatrixClient(server.url), style, config, ma1sd)
     finally:
         server.stop()
@@ -203,6 +268,20 @@ def hs(request: Any) -> Homeserver:
     return request.getfixturevalue("%s_hs" % request.param)  # type: ignore[no-any-return]
 
 
-def pytest_collection_modifyitems(items: List[Any]) -> None:
-    """Runs the secrets check last, after every other test wrote its logs."""
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backend(name): the test only applies to this backend (ma1sd or rest); "
+        "deselected when RAP_BACKEND names the other",
+    )
+
+
+def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
+    """Deselects the tests of the other backend; runs the secrets check
+    last, after every other test wrote its logs."""
+    other = [item for item in items if any(m.args[0] != BACKEND for m in item.iter_markers("backend"))]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        deselected = set(other)
+        items[:] = [item for item in items if item not in deselected]
     items.sort(key=lambda item: item.module.__name__.endswith("test_secrets"))

@@ -1,6 +1,7 @@
 """A demo homeserver: real Synapse with the provider, and a stand-in ma1sd
-serving the users in demo/users.yaml. Run with ``tox -e demo`` (or
-``scripts/demo``); Ctrl-C stops everything.
+(or, with ``--backend rest``, a stand-in REST identity store) serving the
+users in demo/users.yaml. Run with ``tox -e demo`` (or ``scripts/demo``,
+``scripts/demo --backend rest``); Ctrl-C stops everything.
 
 Uses the same harness as the integration tests.
 """
@@ -11,12 +12,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 import requests
 import yaml
 
 from tests.fake_ma1sd import FakeMa1sd
+from tests.fake_reststore import FakeRestStore
 from tests.integration.harness import SynapseServer, module_block, remove_tree, supports_modules_style
 
 
@@ -37,14 +39,23 @@ def load_users(fake: FakeMa1sd, path: Path) -> list:
 def main(argv: Any = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=Path, default=Path(__file__).resolve().parents[2] / "demo" / "users.yaml")
+    parser.add_argument(
+        "--backend",
+        choices=("ma1sd", "rest"),
+        default="ma1sd",
+        help="what the module asks: a stand-in ma1sd (default) or a stand-in REST identity store",
+    )
     parser.add_argument("--exit-after", type=float, default=0, help="stop after this many seconds (for tests)")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="rest-auth-demo-"))
-    fake = FakeMa1sd().start()
+    fake = FakeRestStore().start() if args.backend == "rest" else FakeMa1sd().start()
     users = load_users(fake, args.users)
     style = "modules" if supports_modules_style() else "password_providers"
-    config = {"endpoint": fake.url, "policy": {"login": {"profile": {"name": True}}}}
+    config: Dict[str, Any] = {"endpoint": fake.url, "policy": {"login": {"profile": {"name": True}}}}
+    if args.backend == "rest":
+        config["backend"] = "rest"
+    stand_in = "Stand-in REST store:" if args.backend == "rest" else "Stand-in ma1sd:"
     server = SynapseServer(workdir, module_block(style, config), name="demo")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
@@ -63,7 +74,7 @@ def main(argv: Any = None) -> int:
         client = "%s/_matrix/client/%s" % (url, api)
         print(
             "\nDemo homeserver: %s  (server name %s, module loaded from '%s:')\n"
-            "Stand-in ma1sd:  %s  serving %d users from %s\n\n"
+            "%s  %s  serving %d users from %s\n\n"
             "Log in by user name:\n"
             '  curl -s -XPOST %s/login -d \'{"type":"m.login.password",'
             '"identifier":{"type":"m.id.user","user":"%s"},"password":"%s"}\'\n\n'
@@ -78,6 +89,7 @@ def main(argv: Any = None) -> int:
                 url,
                 server.server_name,
                 style,
+                stand_in,
                 fake.url,
                 len(users),
                 args.users,

@@ -67,7 +67,7 @@ class PostgresCluster:
         self.data = self.folder / "data"
         self.socket_dir = self.folder / "socket"
         self.port = free_port()
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: Optional[subprocess.Popen[bytes]] = None
 
     def _chown(self, path: Path) -> None:
         if self.user is not None:
@@ -189,7 +189,7 @@ class RedisServer:
             raise ServiceMissing("redis-server (Debian: apt-get install redis-server)")
         self.binary = binary
         self.port = free_port()
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: Optional[subprocess.Popen[bytes]] = None
 
     def start(self) -> "RedisServer":
         self._proc = subprocess.Popen(

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import requests
 
+from tests.integration.conftest import BACKEND
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_prints_working_logins_and_stops_cleanly() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.demo"],
+        [sys.executable, "-m", "tests.integration.demo", "--backend", BACKEND],
         cwd=str(ROOT),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -33,6 +35,7 @@ def test_demo_prints_working_logins_and_stops_cleanly() -> None:
             if "Press Ctrl-C" in line:
                 break
         output = "".join(lines)
+        assert ("Stand-in REST store:" if BACKEND == "rest" else "Stand-in ma1sd:") in output, output
         curls = re.findall(r"curl -s -XPOST (\S+) -d '(\{.*\})'", output)
         assert len(curls) == 2, output
         for url, body in curls:

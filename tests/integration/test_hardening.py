@@ -14,8 +14,8 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import yaml
 
-from tests.fake_ma1sd import CHECK_PATH, FakeMa1sd
-from tests.integration.conftest import PASSWORDS, TIMEOUT, Homeserver, new_password, start_homeserver
+from tests.fake_ma1sd import FakeMa1sd
+from tests.integration.conftest import BACKEND_NAME, PASSWORDS, TIMEOUT, Homeserver, new_password, start_homeserver
 from tests.integration.harness import supports_modules_style
 from tests.integration.matrix_client import logins_at_once
 from tests.integration.test_threepid_login import shim_drops_3pid_auth
@@ -23,6 +23,7 @@ from tests.integration.test_threepid_login import shim_drops_3pid_auth
 AS_TOKEN = "as-%s" % uuid.uuid4().hex
 HS_TOKEN = "hs-%s" % uuid.uuid4().hex
 FAILED_ATTEMPTS_BURST = 3
+TOO_MANY_FAILURES = "without asking %s: too many failed attempts" % BACKEND_NAME
 
 # Numbers from the UK range reserved for drama (07700 900000-900999), each
 # used once per session: the fake ma1sd's lookup is shared by every server.
@@ -40,8 +41,8 @@ def tag() -> str:
 
 
 def checks_for(hs: Homeserver, user_id: str) -> int:
-    """Returns how many check_credentials requests ma1sd received for ``user_id``."""
-    return sum(1 for r in hs.ma1sd.requests_for(CHECK_PATH) if r.get("user_id", "").lower() == user_id.lower())
+    """Returns how many password checks the backend received for ``user_id``."""
+    return sum(1 for r in hs.ma1sd.password_checks() if r.get("user_id", "").lower() == user_id.lower())
 
 
 def thirdparty(medium: str, address: str) -> Dict[str, str]:
@@ -136,7 +137,7 @@ def test_failed_attempts_count_across_phone_spellings(hardened_hs: Homeserver) -
     )
     assert r.status_code == 403, r.text
     assert checks_for(hs, user.user_id) == sent
-    assert any("without asking ma1sd: too many failed attempts" in line for line in module_lines_since(hs, offset))
+    assert any(TOO_MANY_FAILURES in line for line in module_lines_since(hs, offset))
     assert hs.client.profile(user.user_id).status_code == 404
 
 
@@ -158,7 +159,7 @@ def test_failed_attempts_by_user_name_also_close_phone_login(hardened_hs: Homese
         identifier=thirdparty("msisdn", "+44 %s %s" % (national[:4], national[4:])), password=user.password
     )
     assert r.status_code == 403, r.text
-    assert any("without asking ma1sd: too many failed attempts" in line for line in module_lines_since(hs, offset))
+    assert any(TOO_MANY_FAILURES in line for line in module_lines_since(hs, offset))
     r = hs.client.login("@%s:%s" % (localpart.upper(), hs.server_name), user.password)
     assert r.status_code in (403, 429), r.text
     assert checks_for(hs, user.user_id) == sent
@@ -192,7 +193,7 @@ def test_look_alike_addresses_are_not_stored_as_someone_elses(hs: Homeserver) ->
     r = hs.client.login(identifier=thirdparty("email", sam_address), password=sam.password)
     assert r.status_code == 200, r.text
     assert r.json()["user_id"] == sam.user_id
-    assert hs.ma1sd.requests_for(CHECK_PATH)[-1]["user_id"] == sam.user_id
+    assert hs.ma1sd.password_checks()[-1]["user_id"] == sam.user_id
 
 
 # -- finding 3: concurrent logins never move an address ------------------------
@@ -238,7 +239,7 @@ def test_appservice_namespace_is_refused_before_asking_ma1sd(hardened_hs: Homese
         assert r.status_code == 403, (user.user_id, r.text)
         assert checks_for(hs, user.user_id) == 0
         assert any(
-            "without asking ma1sd: the user ID is in an application service's exclusive namespace" in line
+            "without asking %s: the user ID is in an application service's exclusive namespace" % BACKEND_NAME in line
             for line in module_lines_since(hs, offset)
         ), module_lines_since(hs, offset)
     assert hs.client.profile(newcomer.user_id).status_code == 404

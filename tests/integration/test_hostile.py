@@ -3,20 +3,33 @@
 For every backend fault: the client gets 403 within the timeout plus 1 s, no
 account is created, an existing account's profile does not change, exactly one
 WARNING names the cause, and Synapse keeps answering other requests meanwhile.
-For bad client input: a clean 4xx, never a 500, and ma1sd is never asked.
+For bad client input: a clean 4xx, never a 500, and the backend is never asked.
 
-The cases are listed in FAULTS and BAD_INPUTS; docs/reliability.md has one row
-per case and tests/unit/test_docs.py checks that the two agree. Runs in the
-tox environments that set RAP_HOSTILE=1 (oldest, a middle and the newest release).
+The cases are listed in FAULTS (every backend), REST_FAULTS (what only a REST
+identity store can answer; run by test_hostile_rest.py with RAP_BACKEND=rest)
+and BAD_INPUTS;
+docs/reliability.md has one row per case and tests/unit/test_docs.py checks
+that the two agree. Runs in the tox environments that set RAP_HOSTILE=1
+(oldest, a middle and the newest release), with each backend.
 """
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from tests.fake_ma1sd import CHECK_PATH, FakeMa1sd, Fault
-from tests.integration.conftest import TIMEOUT, Homeserver, new_password
+from tests.fake_ma1sd import FakeMa1sd, FakeUser, Fault
+from tests.fake_reststore import ZERO_REPLY
+from tests.integration.conftest import (
+    TIMEOUT,
+    Homeserver,
+    check_started,
+    new_fake,
+    new_password,
+    with_backend,
+)
 from tests.integration.harness import SynapseServer, module_block, supports_modules_style
 from tests.integration.matrix_client import MatrixClient
 from tests.unit.certs import write_certs
@@ -75,6 +88,63 @@ FAULTS: Dict[str, Tuple[Fault, str]] = {
     "huge body (1 MiB)": (Fault("huge", size=1024 * 1024), "reply too large"),
 }
 
+
+@dataclass
+class RestCase:
+    """A REST store's answer that must refuse the login: ``cause`` is in the
+    WARNING (and in docs/reliability.md), ``detail`` too, with ``{user_id}``
+    standing for the user logging in."""
+
+    cause: str
+    fault: Fault = field(default_factory=Fault)
+    #: The store's own domain, when it is not Synapse's server_name.
+    domain: Optional[str] = None
+    #: The ``id`` the store answers for the user logging in ("no id": none at all).
+    store_id: Any = "as usual"
+    detail: str = ""
+
+
+# name -> what the store does; only with RAP_BACKEND=rest.
+REST_FAULTS: Dict[str, RestCase] = {
+    "HTTP 400: the store serves another domain": RestCase(
+        "the store refused the request itself; its domain may not be example.org", domain="other.example"
+    ),
+    "HTTP 401 without a JSON body (an authenticating proxy)": RestCase(
+        "HTTP 401", Fault("status", status=401, body=b"<html><body>401 Authorization Required</body></html>")
+    ),
+    "HTTP 401 whose body says success": RestCase(
+        "HTTP 401",
+        Fault("status", status=401, body=b'{"auth": {"success": true, "id": {"type": "localpart", "value": "x"}}}'),
+    ),
+    "HTTP 404 with an HTML page (a wrong path)": RestCase(
+        "HTTP 404", Fault("status", status=404, body=b"<html><body>404 page not found</body></html>")
+    ),
+    "HTTP 403 with a refusal body": RestCase(
+        "HTTP 403", Fault("status", status=403, body=json.dumps(ZERO_REPLY).encode())
+    ),
+    "'id' names another user": RestCase(
+        "answered for @mallory:example.org, not",
+        store_id={"type": "localpart", "value": "mallory"},
+        detail="not {user_id}",
+    ),
+    "'id' is a user of another server": RestCase(
+        "answered for @mallory:other.example, not",
+        store_id={"type": "mxid", "value": "@mallory:other.example"},
+        detail="not {user_id}",
+    ),
+    "'id' of an unknown type": RestCase(
+        "answered success for an 'id' of unknown type 'email'",
+        store_id={"type": "email", "value": "mallory@example.org"},
+        detail="not {user_id}",
+    ),
+    "'id' is a string": RestCase("'auth.id' is a string", store_id="mallory"),
+    "success without an 'id'": RestCase(
+        "answered success without an 'id'", store_id="no id", detail="(expected {user_id})"
+    ),
+    "reply without 'success'": RestCase("'auth.success' is null", Fault("success_missing")),
+}
+
+
 # name -> login request body (password filled in where "PW" stands)
 BAD_INPUTS: Dict[str, Dict[str, Any]] = {
     "localpart with invalid characters": {"type": "m.login.password", "user": "al ice#1", "password": "PW"},
@@ -109,33 +179,55 @@ def apply_fault(ma1sd: FakeMa1sd, fault: Fault) -> None:
         ma1sd.fault = fault
 
 
+class FailClosed:
+    """One hostile case: a newcomer and a user who logged in before it."""
+
+    def __init__(self, hs: Homeserver):
+        self.hs = hs
+        self.newcomer = hs.new_user("fresh", display_name="Fresh")
+        self.existing = hs.new_user(
+            "known", display_name="Known Before", emails=("known.%s@example.org" % new_password()[-6:],)
+        )
+        self.token = hs.client.login_ok(self.existing.user_id, self.existing.password)["access_token"]
+        self.pids_before = hs.client.threepid_set(self.token)
+        self.existing.display_name = "Known After"
+        self.existing.three_pids = []
+
+    @property
+    def users(self) -> List[FakeUser]:
+        return [self.newcomer, self.existing]
+
+    def check(self, case: str, cause: str, detail: str = "") -> List[str]:
+        """Logs both users in and checks the outcome; returns the module's
+        log lines. Call once the fault is in place."""
+        hs = self.hs
+        mark = hs.mark()
+        for user in self.users:
+            status, seconds, probes = hs.login_while_probing(user.user_id, user.password)
+            assert status == 403, (case, user.user_id)
+            assert seconds <= TIMEOUT + 1.0, (case, seconds)
+            assert max(probes) < 1.0, (case, probes)
+        warnings = hs.module_warnings(mark)
+        assert len(warnings) == 2 and all(cause in w for w in warnings), (case, warnings)
+        for user in self.users:
+            mine = [w for w in warnings if "Login refused for %s:" % user.user_id in w]
+            assert len(mine) == 1 and detail.format(user_id=user.user_id) in mine[0], (case, user.user_id, warnings)
+        assert hs.client.profile(self.newcomer.user_id).status_code == 404
+        assert hs.client.displayname(self.existing.user_id) == "Known Before"
+        assert hs.client.threepid_set(self.token) == self.pids_before
+        return [line for line in hs.new_log_lines(mark) if " - rest_auth_provider" in line]
+
+
 @pytest.mark.parametrize("case", sorted(FAULTS))
 def test_backend_fault_fails_closed(case: str, sync_hs: Homeserver) -> None:
-    hs = sync_hs
     fault, cause = FAULTS[case]
-    newcomer = hs.new_user("fresh", display_name="Fresh")
-    existing = hs.new_user("known", display_name="Known Before", emails=("known.%s@example.org" % new_password()[-6:],))
-    token = hs.client.login_ok(existing.user_id, existing.password)["access_token"]
-    pids_before = hs.client.threepid_set(token)
-    existing.display_name = "Known After"
-    existing.three_pids = []
-
-    apply_fault(hs.ma1sd, fault)
-    mark = hs.mark()
-    for user in (newcomer, existing):
-        status, seconds, probes = hs.login_while_probing(user.user_id, user.password)
-        assert status == 403, (case, user.user_id)
-        assert seconds <= TIMEOUT + 1.0, (case, seconds)
-        assert max(probes) < 1.0, (case, probes)
-    warnings = hs.module_warnings(mark)
-    assert len(warnings) == 2 and all(cause in w for w in warnings), (case, warnings)
-    assert hs.client.profile(newcomer.user_id).status_code == 404
-    assert hs.client.displayname(existing.user_id) == "Known Before"
-    assert hs.client.threepid_set(token) == pids_before
+    setup = FailClosed(sync_hs)
+    apply_fault(sync_hs.ma1sd, fault)
+    setup.check(case, cause)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_client_input_is_a_clean_4xx_without_asking_ma1sd(case: str, hs: Homeserver) -> None:
+def test_bad_client_input_is_a_clean_4xx_without_asking_the_backend(case: str, hs: Homeserver) -> None:
     user = hs.new_user("input")
     localpart = user.user_id[1:].split(":")[0]
 
@@ -149,7 +241,7 @@ def test_bad_client_input_is_a_clean_4xx_without_asking_ma1sd(case: str, hs: Hom
     r = hs.client.login(body=fill(BAD_INPUTS[case]))
     assert 400 <= r.status_code < 500, (case, r.status_code, r.text)
     assert "errcode" in r.json()
-    assert hs.ma1sd.requests_for(CHECK_PATH) == []
+    assert hs.ma1sd.requests == []
 
 
 def test_interrupted_sync_is_completed_by_the_next_login(sync_hs: Homeserver) -> None:
@@ -191,12 +283,15 @@ def test_racing_3pid_syncs_lose_and_duplicate_nothing(sync_hs: Homeserver) -> No
 @pytest.fixture(scope="module")
 def tls_setup(tmp_path_factory: Any) -> Iterator[Tuple[Homeserver, FakeMa1sd, Any]]:
     certs = write_certs(str(tmp_path_factory.mktemp("certs")))
-    fake = FakeMa1sd(tls=certs.server).start()
+    fake = new_fake(tls=certs.server).start()
     style = "modules" if supports_modules_style() else "password_providers"
-    config = {"endpoint": "https://127.0.0.1:%d" % fake.port, "timeout": TIMEOUT, "tls": {"ca_file": certs.ca_cert}}
+    config = with_backend(
+        {"endpoint": "https://127.0.0.1:%d" % fake.port, "timeout": TIMEOUT, "tls": {"ca_file": certs.ca_cert}}
+    )
     server = SynapseServer(Path(tmp_path_factory.mktemp("tls")), module_block(style, config), name="tls")
-    server.start()
     try:
+        server.start()
+        check_started(server)
         yield Homeserver(server, MatrixClient(server.url), style, config, fake), fake, certs
     finally:
         server.stop()
@@ -214,7 +309,7 @@ def test_tls_self_signed_certificate_is_refused(tls_setup: Any) -> None:
     user = hs.new_user("tlsbad")
     port = fake.port
     fake.stop()
-    bad = FakeMa1sd(tls=certs.self_signed).start(port=port)
+    bad = new_fake(tls=certs.self_signed).start(port=port)
     bad.users = fake.users
     try:
         mark = hs.mark()

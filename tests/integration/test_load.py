@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.fake_ma1sd import FakeMa1sd
-from tests.integration.conftest import new_password
+from tests.integration.conftest import check_started, new_password, with_backend
 from tests.integration.harness import SynapseServer, module_block
 from tests.integration.matrix_client import MatrixClient
 
@@ -31,11 +31,14 @@ TIMEOUT = 5.0
 
 @pytest.fixture(scope="module")
 def load_server(tmp_path_factory: Any, ma1sd: FakeMa1sd) -> Iterator[SynapseServer]:
-    config = {"endpoint": ma1sd.url, "timeout": TIMEOUT, "policy": {"login": {"profile": {"name": True}}}}
+    config = with_backend({"endpoint": ma1sd.url, "timeout": TIMEOUT, "policy": {"login": {"profile": {"name": True}}}})
     server = SynapseServer(Path(tmp_path_factory.mktemp("load")), module_block("modules", config), name="load")
-    server.start()
-    yield server
-    server.stop()
+    try:
+        server.start()
+        check_started(server)
+        yield server
+    finally:
+        server.stop()
 
 
 def test_logins_under_load_with_a_flapping_backend(load_server: SynapseServer, ma1sd: FakeMa1sd) -> None:

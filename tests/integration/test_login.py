@@ -3,8 +3,10 @@
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.fake_ma1sd import CHECK_PATH, Fault
-from tests.integration.conftest import TIMEOUT, Homeserver, new_password
+import pytest
+
+from tests.fake_ma1sd import Fault
+from tests.integration.conftest import BACKEND_NAME, TIMEOUT, Homeserver, new_password
 from tests.integration.matrix_client import MatrixClient
 
 
@@ -27,7 +29,7 @@ def test_first_login_registers_lowercased_user_with_profile(hs: Homeserver) -> N
         ("email", "alice.liddell@example.org"),
         ("msisdn", "447700900123"),
     }
-    checks = hs.ma1sd.requests_for(CHECK_PATH)
+    checks = hs.ma1sd.password_checks()
     assert [c["user_id"] for c in checks] == [user.user_id]
 
 
@@ -48,15 +50,33 @@ def test_wrong_password_is_403_and_creates_no_account(hs: Homeserver) -> None:
     assert r.status_code == 403
     assert r.json()["errcode"] == "M_FORBIDDEN"
     assert hs.client.profile(user.user_id).status_code == 404
-    assert len(hs.ma1sd.requests_for(CHECK_PATH)) == 1
-    assert any("ma1sd rejected the credentials" in line for line in hs.new_log_lines(mark))
+    assert len(hs.ma1sd.password_checks()) == 1
+    assert any("%s rejected the credentials" % BACKEND_NAME in line for line in hs.new_log_lines(mark))
     assert hs.module_warnings(mark) == []
 
 
 def test_user_unknown_to_ma1sd_is_403(hs: Homeserver) -> None:
+    """ma1sd answers ``success: false``; a REST store answers 404 with such a
+    body: both are refused credentials (INFO), not a backend error."""
+    mark = hs.mark()
     r = hs.client.login("nobody-here", new_password())
     assert r.status_code == 403
     assert hs.client.profile(hs.user_id("nobody-here")).status_code == 404
+    expected = "Login refused for %s: %s rejected the credentials" % (hs.user_id("nobody-here"), BACKEND_NAME)
+    assert any(expected in line for line in hs.new_log_lines(mark)), hs.new_log_lines(mark)
+    assert hs.module_warnings(mark) == []
+
+
+@pytest.mark.backend("rest")
+def test_store_id_in_capitals_names_the_same_user(hs: Homeserver) -> None:
+    """The store's ``id`` is compared case-insensitively with the user logging in."""
+    user = hs.new_user("upper", display_name="Upper")
+    localpart = user.user_id[1:].split(":")[0]
+    hs.rest_store.id_override[user.user_id] = {"type": "localpart", "value": localpart.upper()}
+    assert hs.client.login_ok(localpart, user.password)["user_id"] == user.user_id
+    hs.rest_store.id_override[user.user_id] = {"type": "mxid", "value": user.user_id.upper()}
+    assert hs.client.login_ok(localpart, user.password)["user_id"] == user.user_id
+    assert hs.client.displayname(user.user_id) == "Upper"
 
 
 def test_other_server_and_malformed_ids_are_refused_without_asking_ma1sd(hs: Homeserver) -> None:
@@ -65,7 +85,7 @@ def test_other_server_and_malformed_ids_are_refused_without_asking_ma1sd(hs: Hom
     for typed in ("@%s:elsewhere.example" % localpart, "%s:%s" % (localpart, hs.server_name), "bad name", "ünïcode"):
         r = hs.client.login(typed, user.password)
         assert 400 <= r.status_code < 500, (typed, r.status_code, r.text)
-    assert hs.ma1sd.requests_for(CHECK_PATH) == []
+    assert hs.ma1sd.password_checks() == []
 
 
 def test_backend_that_hangs_is_403_within_the_timeout_while_synapse_answers(hs: Homeserver) -> None:
@@ -164,7 +184,7 @@ def test_deactivated_account_is_refused_and_left_alone(hs: Homeserver) -> None:
     r = hs.client.login(user.user_id, user.password)
 
     assert r.status_code == 403
-    assert hs.ma1sd.requests_for(CHECK_PATH) == []
+    assert hs.ma1sd.password_checks() == []
 
 
 def test_startup_log_names_the_compatibility_branches(hs: Homeserver) -> None:

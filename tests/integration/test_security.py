@@ -17,8 +17,16 @@ from typing import Any, Dict, Iterator
 import pytest
 import requests
 
-from tests.fake_ma1sd import CHECK_PATH, FakeMa1sd, Fault
-from tests.integration.conftest import Homeserver, new_password
+from tests.fake_ma1sd import Fault
+from tests.integration.conftest import (
+    BACKEND,
+    CHECK_ENDPOINT_LABEL,
+    Homeserver,
+    check_started,
+    new_fake,
+    new_password,
+    with_backend,
+)
 from tests.integration.harness import (
     SynapseServer,
     client_listener,
@@ -39,15 +47,17 @@ API_KEY = "key-%s" % uuid.uuid4().hex
 def secure(tmp_path_factory: Any) -> Iterator[Homeserver]:
     folder = Path(tmp_path_factory.mktemp("secure"))
     (folder / "api-key").write_text(API_KEY + "\n")
-    fake = FakeMa1sd(required_headers={"Authorization": BEARER, "X-Api-Key": API_KEY}).start()
+    fake = new_fake(required_headers={"Authorization": BEARER, "X-Api-Key": API_KEY}).start()
     style = "modules" if supports_modules_style() else "password_providers"
-    config = {
-        "endpoint": fake.url,
-        "timeout": STORM_TIMEOUT,
-        "max_concurrent_requests": 10,
-        "headers": {"Authorization": BEARER},
-        "header_files": {"X-Api-Key": str(folder / "api-key")},
-    }
+    config = with_backend(
+        {
+            "endpoint": fake.url,
+            "timeout": STORM_TIMEOUT,
+            "max_concurrent_requests": 10,
+            "headers": {"Authorization": BEARER},
+            "header_files": {"X-Api-Key": str(folder / "api-key")},
+        }
+    )
     extra: Dict[str, Any] = module_block(style, config)
     extra["password_config"] = {"localdb_enabled": False}
     extra["session_lifetime"] = "%ds" % SESSION_LIFETIME
@@ -60,8 +70,9 @@ def secure(tmp_path_factory: Any) -> Iterator[Homeserver]:
     ]
     server = SynapseServer(folder, extra, name="secure", log_level="DEBUG", port=port)
     server.metrics_url = "http://127.0.0.1:%d/_synapse/metrics" % metrics_port  # type: ignore[attr-defined]
-    server.start()
     try:
+        server.start()
+        check_started(server)
         yield Homeserver(server, MatrixClient(server.url), style, config, fake)
     finally:
         server.stop()
@@ -187,7 +198,7 @@ def test_a_login_storm_reaches_ma1sd_at_most_10_at_a_time(secure: Homeserver) ->
     )
     assert slowest <= STORM_TIMEOUT + 1.0
     assert hs.ma1sd.max_in_flight == 10
-    assert len(hs.ma1sd.requests_for(CHECK_PATH)) == 200
+    assert len(hs.ma1sd.password_checks()) == 200
     assert sum(1 for status, _ in results if status == 200) == 20
     assert probes and max(probes) < 2.0
 
@@ -196,7 +207,7 @@ def test_proxy_credentials_are_sent_and_never_logged(secure: Homeserver) -> None
     hs = secure
     user = hs.new_user("proxied")
     hs.client.login_ok(user.user_id, user.password)
-    request = hs.ma1sd.requests_for(CHECK_PATH)[-1]
+    request = hs.ma1sd.password_checks()[-1]
     assert request["headers"]["authorization"] == BEARER
     assert request["headers"]["x-api-key"] == API_KEY
     text = hs.server.log_text()
@@ -250,4 +261,5 @@ def test_metrics_count_known_logins(secure: Homeserver) -> None:
     remembers = synapse_version() >= (1, 69, 0)  # hears of deactivations on every process
     assert delta('rest_auth_provider_profile_reads_skipped_total{kind="threepids"}') == (1 if remembers else 0)
     assert delta('rest_auth_provider_profile_reads_skipped_total{kind="displayname"}') == 0
-    assert delta('rest_auth_provider_ma1sd_request_duration_seconds_count{endpoint="check_credentials"}') == 4
+    assert delta('rest_auth_provider_ma1sd_request_duration_seconds_count{endpoint="%s"}' % CHECK_ENDPOINT_LABEL) == 4
+    assert after.get('rest_auth_provider_backend_info{backend="%s"}' % BACKEND) == 1

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.fake_ma1sd import FakeMa1sd
-from tests.integration.conftest import TIMEOUT, new_password
+from tests.integration.conftest import TIMEOUT, assert_backend, check_started, new_password, with_backend
 from tests.integration.harness import _template, supports_modules_style, synapse_version
 from tests.integration.matrix_client import logins_at_once, wait_for
 from tests.integration.services import PostgresCluster, RedisServer
@@ -28,14 +28,20 @@ def topology(
     tmp_path_factory: Any, ma1sd: FakeMa1sd, postgres: PostgresCluster, redis: RedisServer
 ) -> Iterator[WorkerTopology]:
     style = "modules" if supports_modules_style() else "password_providers"
-    config = {
-        "endpoint": ma1sd.url,
-        "timeout": TIMEOUT,
-        "policy": {"login": {"profile": {"name": True}}, "all": {"threepid": {"replace": True}}},
-    }
+    config = with_backend(
+        {
+            "endpoint": ma1sd.url,
+            "timeout": TIMEOUT,
+            "policy": {"login": {"profile": {"name": True}}, "all": {"threepid": {"replace": True}}},
+        }
+    )
     topo = WorkerTopology(Path(tmp_path_factory.mktemp("workers")), style, config, postgres, redis).start()
-    yield topo
-    topo.stop()
+    try:
+        for server in topo.processes():
+            check_started(server)
+        yield topo
+    finally:
+        topo.stop()
 
 
 def new_user(ma1sd: FakeMa1sd, prefix: str, **kwargs: Any) -> Any:
@@ -47,6 +53,7 @@ def test_module_is_loaded_on_every_process(topology: WorkerTopology) -> None:
     for server in topology.processes():
         kind = "main" if server is topology.main else "worker"
         assert "(%s process)" % kind in server.log_text(), server.name
+        assert_backend(server)
 
 
 def test_first_login_through_a_worker_registers_and_provisions(topology: WorkerTopology, ma1sd: FakeMa1sd) -> None:

@@ -759,3 +759,67 @@ def test_an_oversized_password_is_refused_without_asking_ma1sd(runner: Runner, f
         in result.stdout
     )
     assert fake.requests_for(CHECK_PATH) == []  # the password is read before any probe
+
+
+# -- backend: rest -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[Any]:
+    from tests.fake_reststore import FakeRestStore
+
+    server = FakeRestStore(domain=SERVER_NAME).start()
+    server.add_user(ALICE, ALICE_PASSWORD, display_name="Alice Liddell", emails=("alice@example.org",))
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("password, code, verdict", [(ALICE_PASSWORD, 0, "accepted"), ("wrong-pw-789", 4, "refused")])
+def test_user_check_with_the_rest_backend_asks_the_store(
+    runner: Runner, store: Any, tmp_path: Path, password: str, code: int, verdict: str
+) -> None:
+    store.reset()
+    config = homeserver(tmp_path, {"endpoint": store.url, "backend": "rest"})
+    result = check(runner, config, args=["--user", "alice"], stdin=password + "\n", secret=password)
+    assert result.code == code, result.output
+    assert "login      @alice:example.org: the REST store %s the credentials" % verdict in result.stdout
+    # The probe (a made-up user of Synapse's domain), then the password
+    # check, and nothing in ma1sd's protocol.
+    assert [(r["method"], r["path"]) for r in store.requests] == [("POST", store.check_path)] * 2
+    probe, checked = (json.loads(r["body"])["auth"] for r in store.requests)
+    assert probe["mxid"] == "@rest-auth-provider-check:example.org"
+    assert probe["password"] not in (ALICE_PASSWORD, password)
+    assert checked["mxid"] == ALICE
+
+
+def test_probe_tells_a_reachable_rest_store_that_serves_our_domain(runner: Runner, store: Any, tmp_path: Path) -> None:
+    store.reset()
+    result = check(runner, homeserver(tmp_path, {"endpoint": store.url, "backend": "rest"}), args=["--json"])
+    assert result.code == 0, result.output
+    http = result.json()["probe"]["http"]
+    assert (http["status"], http["store_like"]) == (404, True)
+    assert "answers like a REST identity store" in http["detail"]
+    assert len(store.requests) == 1
+
+
+def test_probe_detects_a_rest_store_of_another_domain(runner: Runner, tmp_path: Path) -> None:
+    from tests.fake_reststore import FakeRestStore
+
+    with FakeRestStore(domain="other.example") as other:
+        result = check(runner, homeserver(tmp_path, {"endpoint": other.url, "backend": "rest"}))
+    assert result.code == 3, result.output
+    assert any(
+        "HTTP 400: the store refused the request itself: is its domain example.org (Synapse's server_name)?" in line
+        for line in result.lines("FAIL")
+    ), result.output
+
+
+def test_probe_tells_an_unreachable_rest_store(runner: Runner, tmp_path: Path) -> None:
+    from tests.fake_reststore import FakeRestStore
+
+    stopped = FakeRestStore().start()
+    url = stopped.url
+    stopped.stop()
+    result = check(runner, homeserver(tmp_path, {"endpoint": url, "backend": "rest", "timeout": 2}))
+    assert result.code == 3, result.output
+    assert "connection refused" in result.stdout

@@ -13,8 +13,11 @@ from rest_auth_provider.config import (
     DEFAULT_LOOKUP_PATH,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_REST_AUTH,
+    DEFAULT_REST_IDENTITY_SINGLE,
     MAX_HEADER_FILE_SIZE,
     ProviderConfig,
+    RestConfig,
     parse_config,
     read_header_file,
 )
@@ -851,3 +854,276 @@ def test_each_policy_key_is_read(path: Tuple[str, ...]) -> None:
         inner = inner[key]
     inner[path[-1]] = not inner[path[-1]]
     assert parse_config(raw).policy != parse_config(yaml.safe_load(OLD_PROVIDER_BLOCK)).policy
+
+
+# -- backend: rest ---------------------------------------------------------------
+
+STORE = "http://iam.internal:8008"
+
+
+def rest_config(**extra: Any) -> Dict[str, Any]:
+    raw: Dict[str, Any] = {"endpoint": STORE, "backend": "rest"}
+    raw.update(extra)
+    return raw
+
+
+def test_backend_defaults_to_ma1sd() -> None:
+    config = parse_config({"endpoint": ENDPOINT})
+    assert config.backend == "ma1sd"
+    assert config.rest == RestConfig()
+    assert parse_config(minimal(backend="ma1sd")) == config
+    assert parse_config(minimal(backend=None)) == config
+
+
+def test_rest_backend_defaults_are_ma1sds() -> None:
+    config = parse_config(rest_config())
+    assert config.backend == "rest"
+    assert config.rest == RestConfig(auth=DEFAULT_REST_AUTH, identity_single=DEFAULT_REST_IDENTITY_SINGLE)
+    assert config.rest_auth_url == "http://iam.internal:8008/_ma1sd/backend/api/v1/auth/login"
+    assert config.rest_identity_single_url == "http://iam.internal:8008/_ma1sd/backend/api/v1/identity/single"
+    assert config.threepid_login.enabled is True
+    # Empty or null sections mean defaults here too.
+    assert parse_config(rest_config(rest=None)) == config
+    assert parse_config(rest_config(rest={"auth": None, "identity": None})) == config
+    assert parse_config(rest_config(rest={"identity": {"single": None}})) == config
+
+
+@pytest.mark.parametrize("value", ["ldap", "REST", "Ma1sd", "rest ", "synapse", "x\x1b[2J"])
+def test_unknown_backend_lists_the_choices(value: str) -> None:
+    error = config_error(minimal(backend=value))
+    assert where(error) == "backend"
+    assert "expected one of ma1sd, rest" in message(error)
+    assert "\x1b" not in str(error)
+
+
+@pytest.mark.parametrize("value", ["", 5, True, ["rest"], {"rest": True}])
+def test_backend_must_be_a_string(value: Any) -> None:
+    error = config_error(minimal(backend=value))
+    assert where(error) == "backend"
+    assert "non-empty string" in message(error)
+
+
+@pytest.mark.parametrize("rest", [{}, {"auth": "/login"}, {"identity": {"single": ""}}, "x", []])
+@pytest.mark.parametrize("backend", [None, "ma1sd"])
+def test_rest_section_only_with_the_rest_backend(rest: Any, backend: Any) -> None:
+    error = config_error(minimal(backend=backend, rest=rest))
+    assert where(error) == "rest"
+    assert "only read with 'backend: rest'" in message(error)
+
+
+def test_null_rest_section_is_fine_with_ma1sd() -> None:
+    # An emptied ``rest:`` (its keys commented out) is the same as none.
+    assert parse_config(minimal(rest=None)) == parse_config({"endpoint": ENDPOINT})
+
+
+@pytest.mark.parametrize(
+    "path",
+    [("rest", "auht"), ("rest", "identity", "singel"), ("rest", "identity", "bulk"), ("rest", "host")],
+)
+def test_unknown_rest_keys_are_named(path: Tuple[str, ...]) -> None:
+    raw = nested(path, "/x")
+    raw["backend"] = "rest"
+    error = config_error(raw)
+    assert where(error) == ".".join(path)
+    assert message(error).startswith("unknown key")
+
+
+@pytest.mark.parametrize("path", [("rest",), ("rest", "identity")])
+@pytest.mark.parametrize("value", [["/a"], "/a", True, 5])
+def test_rest_sections_refuse_non_mappings(path: Tuple[str, ...], value: Any) -> None:
+    raw = nested(path, value)
+    raw["backend"] = "rest"
+    error = config_error(raw)
+    assert where(error) == ".".join(path)
+    assert "expected a mapping" in message(error)
+
+
+@pytest.mark.parametrize("path", [("rest", "auth"), ("rest", "identity", "single")])
+@pytest.mark.parametrize("value", [5, True, ["/a"], {"a": "/b"}])
+def test_rest_locations_must_be_strings(path: Tuple[str, ...], value: Any) -> None:
+    raw = nested(path, value)
+    raw["backend"] = "rest"
+    error = config_error(raw)
+    assert where(error) == ".".join(path)
+    assert "expected a string" in message(error)
+
+
+def test_empty_rest_auth_is_refused() -> None:
+    error = config_error(rest_config(rest={"auth": ""}))
+    assert where(error) == "rest.auth"
+    assert "must not be empty" in message(error)
+    assert DEFAULT_REST_AUTH in message(error)
+
+
+def test_empty_identity_single_turns_the_lookup_off() -> None:
+    config = parse_config(rest_config(rest={"identity": {"single": ""}}))
+    assert config.rest.identity_single == ""
+    assert config.rest_identity_single_url is None
+    assert config.rest_auth_url == STORE + DEFAULT_REST_AUTH
+    # threepid_login.enabled is still read (and the lookup off either way).
+    assert config.threepid_login.enabled is True
+    assert parse_config(rest_config(threepid_login={"enabled": False})).threepid_login.enabled is False
+
+
+@pytest.mark.parametrize(
+    "endpoint,value,expected",
+    [
+        ("http://iam:8008", "/login", "http://iam:8008/login"),
+        ("http://iam:8008/", "/login", "http://iam:8008/login"),
+        ("https://id.example.org/iam", "/_ma1sd/a", "https://id.example.org/iam/_ma1sd/a"),
+        ("https://id.example.org/iam/", "/_ma1sd/a", "https://id.example.org/iam/_ma1sd/a"),
+        ("http://iam:8008", "http://other:9000/auth", "http://other:9000/auth"),
+        ("http://iam:8008", "HTTPS://Other.example/x/", "HTTPS://Other.example/x/"),
+        ("http://iam:8008/prefix", "https://other/", "https://other/"),
+    ],
+)
+def test_rest_paths_are_joined_and_urls_used_as_is(endpoint: str, value: str, expected: str) -> None:
+    config = parse_config(
+        {"endpoint": endpoint, "backend": "rest", "rest": {"auth": value, "identity": {"single": value}}}
+    )
+    assert config.rest_auth_url == expected
+    assert config.rest_identity_single_url == expected
+
+
+@pytest.mark.parametrize("path", [("rest", "auth"), ("rest", "identity", "single")])
+@pytest.mark.parametrize(
+    "value,words",
+    [
+        ("auth/login", "expected a path starting with '/' (joined to 'endpoint') or a full http:// or https:// URL"),
+        ("iam:8008/login", "expected a path starting with '/'"),
+        ("ftp://iam/login", "expected a path starting with '/'"),
+        (" /login", "expected a path starting with '/'"),
+        ("/login?x=1", "query or fragment"),
+        ("/login#x", "query or fragment"),
+        ("/log in", "white space or control characters"),
+        ("/login\r\nX-Injected: 1", "white space or control characters"),
+        ("/l\u00f6gin", "non-ASCII"),
+        ("http://iam:8008/login?x=1", "query or fragment"),
+        ("http://iam:8008/login#x", "query or fragment"),
+        ("http://iam:8008/log in", "white space or control characters"),
+        ("http://iam:8008/\x1b[2J", "white space or control characters"),
+        ("http://i\u00e4m:8008/login", "non-ASCII"),
+        ("http://:8008/login", "no host"),
+        ("http://iam:port/login", "invalid port"),
+        ("http://[::1/login", "not a valid URL"),
+    ],
+)
+def test_bad_rest_locations_are_refused(path: Tuple[str, ...], value: str, words: str) -> None:
+    raw = nested(path, value)
+    raw["backend"] = "rest"
+    error = config_error(raw)
+    assert where(error) == ".".join(path)
+    assert words in message(error)
+    assert str(error).isprintable()
+
+
+@pytest.mark.parametrize("password", NASTY_PASSWORDS)
+@pytest.mark.parametrize(
+    "template", ["http://svc:{pw}@iam:8008/login", "https://{pw}@iam/x#y", "svc:{pw}@iam:8008/login"]
+)
+@pytest.mark.parametrize("path", [("rest", "auth"), ("rest", "identity", "single")])
+def test_credentials_in_rest_urls_are_never_echoed(path: Tuple[str, ...], template: str, password: str) -> None:
+    raw = nested(path, template.format(pw=password))
+    raw["backend"] = "rest"
+    error = config_error(raw)
+    assert where(error) == ".".join(path)
+    assert_no_password(str(error), password)
+    assert_no_password(repr(error.args), password)
+
+
+def test_lookup_path_belongs_to_the_ma1sd_backend() -> None:
+    error = config_error(rest_config(threepid_login={"lookup_path": DEFAULT_LOOKUP_PATH}))
+    assert where(error) == "threepid_login.lookup_path"
+    assert "rest.identity.single" in message(error)
+    # Only setting it is refused; the rest of the section is read as usual.
+    config = parse_config(rest_config(threepid_login={"enabled": False, "lookup_path": None}))
+    assert config.threepid_login.enabled is False
+
+
+def test_backend_is_checked_before_the_rest_section() -> None:
+    error = config_error(minimal(backend="ldap", rest={"auth": ""}))
+    assert where(error) == "backend"
+
+
+@pytest.mark.parametrize(
+    "rest,ok",
+    [
+        (None, False),
+        ({"auth": "https://iam.internal/login"}, True),
+        ({"auth": "https://iam.internal/login", "identity": {"single": ""}}, True),
+        ({"identity": {"single": "https://iam.internal/single"}}, True),
+        ({"auth": "http://iam.internal/login", "identity": {"single": ""}}, False),
+    ],
+)
+def test_tls_with_rest_needs_one_https_url(rest: Any, ok: bool) -> None:
+    raw = rest_config(rest=rest, tls={"ca_file": "/ca.pem"})
+    if ok:
+        assert parse_config(raw).tls.ca_file == "/ca.pem"
+    else:
+        error = config_error(raw)
+        assert where(error) == "tls"
+    https = {"endpoint": "https://iam.internal", "backend": "rest", "tls": {"ca_file": "/ca.pem"}}
+    assert parse_config(https).tls.ca_file == "/ca.pem"
+
+
+def test_describe_rest_backend() -> None:
+    config = parse_config(rest_config(rest={"auth": "https://iam.internal/login", "identity": {"single": ""}}))
+    described = config.describe()
+    assert described["backend"] == "rest"
+    assert described["rest"] == {"auth": "https://iam.internal/login", "identity": {"single": ""}}
+    assert described["rest_auth_url"] == "https://iam.internal/login"
+    assert described["rest_identity_single_url"] is None
+    assert described["threepid_login"] == {"enabled": True}
+    assert "check_credentials_url" not in described
+    assert yaml.safe_load(yaml.safe_dump(described)) == described
+
+
+def test_describe_ma1sd_backend_names_it_and_has_no_rest_block() -> None:
+    described = parse_config({"endpoint": ENDPOINT}).describe()
+    assert described["backend"] == "ma1sd"
+    assert "rest" not in described
+    assert "rest_auth_url" not in described
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        rest_config(),
+        rest_config(rest={"auth": "/a", "identity": {"single": ""}}, threepid_login={"enabled": False}),
+        rest_config(rest={"auth": "https://x/a", "identity": {"single": "http://y/b"}}),
+    ],
+)
+def test_describe_rest_round_trips_through_parse(raw: Dict[str, Any]) -> None:
+    described = parse_config(raw).describe()
+    again = {key: described[key] for key in ("endpoint", "backend", "rest", "timeout", "threepid_login", "policy")}
+    assert parse_config(again) == parse_config(raw)
+
+
+REST_MODULE_BLOCKS = """
+modules:
+  - module: rest_auth_provider.RestAuthProvider
+    config:
+      endpoint: "http://iam.internal:8008"
+      backend: rest
+      rest:
+        auth: "/_ma1sd/backend/api/v1/auth/login"
+        identity:
+          single: "https://iam.internal/_ma1sd/backend/api/v1/identity/single"
+password_providers:
+  - module: "rest_auth_provider.RestAuthProvider"
+    config:
+      endpoint: "http://iam.internal:8008"
+      backend: "rest"
+      rest:
+        auth: "/_ma1sd/backend/api/v1/auth/login"
+        identity:
+          single: "https://iam.internal/_ma1sd/backend/api/v1/identity/single"
+"""
+
+
+def test_rest_backend_in_both_config_styles() -> None:
+    data = yaml.safe_load(REST_MODULE_BLOCKS)
+    modules = parse_config(data["modules"][0]["config"])
+    legacy = parse_config(data["password_providers"][0]["config"])
+    assert modules == legacy
+    assert modules.rest_identity_single_url == "https://iam.internal/_ma1sd/backend/api/v1/identity/single"

@@ -23,9 +23,12 @@ def dotted_keys(tree: Dict[str, Any], prefix: str = "") -> Iterator[str]:
 
 def test_every_config_key_is_in_the_reference() -> None:
     reference = (ROOT / "docs" / "configuration.md").read_text()
-    keys = [k for k in dotted_keys(parse_config({"endpoint": "http://ma1sd:8090"}).describe())]
-    keys.remove("check_credentials_url")  # derived, not a key
-    assert len(keys) == 17
+    keys = list(dotted_keys(parse_config({"endpoint": "http://ma1sd:8090"}).describe()))
+    rest = parse_config({"endpoint": "http://iam:8008", "backend": "rest"}).describe()
+    keys += [k for k in dotted_keys(rest) if k not in keys]
+    for derived in ("check_credentials_url", "rest_auth_url", "rest_identity_single_url"):
+        keys.remove(derived)  # derived, not keys
+    assert len(keys) == 20
     for key in keys:
         assert "| `%s` |" % key in reference, key
 
@@ -57,6 +60,15 @@ def test_reliability_page_lists_every_case_of_the_hostile_suite() -> None:
         assert "| %s | 403 within timeout + 1 s; no account created; profile unchanged | `%s` |" % (name, cause) in page
     for name in BAD_INPUTS:
         assert "| %s | 4xx with an errcode | no |" % name in page
+
+
+def test_reliability_page_lists_every_rest_store_case_of_the_hostile_suite() -> None:
+    from tests.integration.test_hostile import REST_FAULTS
+
+    page = (ROOT / "docs" / "reliability.md").read_text()
+    for name, case in REST_FAULTS.items():
+        row = "| %s | 403 within timeout + 1 s; no account created; profile unchanged | `%s` |" % (name, case.cause)
+        assert row in page, row
 
 
 def test_compatibility_page_matches_the_tox_matrix() -> None:

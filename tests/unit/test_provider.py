@@ -564,3 +564,67 @@ async def test_a_known_address_as_stored_is_left_to_synapse(synapse: FakeSynapse
     assert await provider.check_3pid_auth("msisdn", "447700900998", "wrong") is None
     assert await provider.check_3pid_auth("msisdn", "447700900998", PW) is None
     assert ma1sd.requests == []
+
+
+# -- issue 15: backend: rest --------------------------------------------------
+
+
+@pytest.fixture
+def store() -> Iterator[Any]:
+    from tests.fake_reststore import FakeRestStore
+
+    fake = FakeRestStore().start()
+    yield fake
+    fake.stop()
+
+
+def make_rest_provider(synapse: FakeSynapse, store: Any, **config: Any) -> RestAuthProvider:
+    raw = {"endpoint": store.url, "timeout": 1, "backend": "rest"}
+    raw.update(config)
+    return RestAuthProvider(config=RestAuthProvider.parse_config(raw), account_handler=synapse.api)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rest_backend_first_login_registers_and_provisions(synapse: FakeSynapse, store: Any) -> None:
+    store.add_user("@ana:example.org", PW, "Ana Store", emails=("Ana@Example.org",))
+    provider = make_rest_provider(synapse, store)
+    assert await provider.check_auth("Ana", "m.login.password", {"password": PW}) == "@ana:example.org"
+    account = synapse.accounts["@ana:example.org"]
+    assert account.displayname == "Ana Store"
+    assert account.threepids == {("email", "ana@example.org")}
+    [check] = store.password_checks()
+    assert (check["user_id"], check["localpart"], check["domain"], check["password"]) == (
+        "@ana:example.org",
+        "ana",
+        "example.org",
+        PW,
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_rest_backend_refusals(synapse: FakeSynapse, store: Any, caplog: pytest.LogCaptureFixture) -> None:
+    store.add_user("@bo:example.org", PW)
+    store.add_user("@cy:example.org", PW)
+    store.id_override["@cy:example.org"] = {"type": "localpart", "value": "admin"}
+    provider = make_rest_provider(synapse, store)
+    caplog.set_level(logging.INFO, logger="rest_auth_provider")
+    assert await provider.check_auth("bo", "m.login.password", {"password": "wrong"}) is None  # 401
+    assert await provider.check_auth("nobody", "m.login.password", {"password": PW}) is None  # 404
+    assert await provider.check_auth("cy", "m.login.password", {"password": PW}) is None  # another id
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (logging.INFO, "Login refused for @bo:example.org: the REST store rejected the credentials") in messages
+    assert (logging.INFO, "Login refused for @nobody:example.org: the REST store rejected the credentials") in messages
+    mismatch = [m for level, m in messages if level == logging.WARNING]
+    assert len(mismatch) == 1 and "@cy:example.org" in mismatch[0] and "admin" in mismatch[0], mismatch
+    assert set(synapse.accounts) == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rest_backend_first_login_by_email(synapse: FakeSynapse, store: Any) -> None:
+    store.add_user("@di:example.org", PW, emails=("di@example.org",))
+    provider = make_rest_provider(synapse, store)
+    assert await provider.check_3pid_auth("email", "di@example.org", PW) == "@di:example.org"
+    assert len(store.lookups()) == 1
+    off = make_rest_provider(synapse, store, rest={"identity": {"single": ""}})
+    assert await off.check_3pid_auth("email", "other@example.org", PW) is None
+    assert len(store.lookups()) == 1

@@ -14,12 +14,16 @@ from rest_auth_provider.response import (
     SUPPORTED_MEDIA,
     AuthReply,
     MalformedReply,
+    StoreUserId,
     ThreePid,
     canonical_threepid,
     clean_display_name,
     decode_json,
     parse_check_credentials,
     parse_lookup,
+    parse_rest_auth,
+    parse_rest_lookup,
+    parse_store_id,
     untrusted_threepid_reason,
 )
 
@@ -903,3 +907,123 @@ def test_decode_json_refuses_exactly_the_objects_with_repeated_keys(pairs: List[
             decode_json(body)
     else:
         assert decode_json(body) == dict(pairs)
+
+
+# -- REST identity store replies (backend: rest) -------------------------------
+
+# netsoc's iamd: a success, and Go's zero value for every refusal.
+IAMD_SUCCESS: Dict[str, Any] = {
+    "auth": {
+        "success": True,
+        "id": {"type": "localpart", "value": "alice"},
+        "profile": {
+            "display_name": "Alice Liddell",
+            "three_pids": [{"medium": "email", "address": "alice@example.org"}],
+        },
+    }
+}
+IAMD_REFUSAL: Dict[str, Any] = {"auth": {"success": False, "id": {"type": "", "value": ""}, "profile": {}}}
+
+
+def test_rest_success_reply_gives_the_profile_and_the_id() -> None:
+    reply, store_id = parse_rest_auth(IAMD_SUCCESS)
+    assert reply == AuthReply(
+        success=True, display_name="Alice Liddell", three_pids=(ThreePid("email", "alice@example.org"),)
+    )
+    assert store_id == StoreUserId(type="localpart", value="alice")
+
+
+def test_rest_refusal_ignores_the_zero_id() -> None:
+    assert parse_rest_auth(IAMD_REFUSAL) == (AuthReply(success=False), None)
+    assert parse_rest_auth({"auth": {"success": False}}) == (AuthReply(success=False), None)
+    # Whatever id a refusal names, it grants nothing and is not read.
+    assert parse_rest_auth({"auth": {"success": False, "id": 42}}) == (AuthReply(success=False), None)
+
+
+def test_rest_success_is_read_as_ma1sds() -> None:
+    # Display names are cleaned, 3PIDs parsed, the same way for both backends.
+    raw = {"auth": {"success": True, "id": {"type": "mxid", "value": "@a:b"}, "profile": {"display_name": " A\u202e "}}}
+    reply, store_id = parse_rest_auth(raw)
+    assert reply == parse_check_credentials(raw) == AuthReply(success=True, display_name="A", three_pids=None)
+    assert store_id == StoreUserId("mxid", "@a:b")
+
+
+def test_rest_success_without_id_gives_none() -> None:
+    reply, store_id = parse_rest_auth({"auth": {"success": True}})
+    assert reply.success is True
+    assert store_id is None
+    assert parse_rest_auth({"auth": {"success": True, "id": None}})[1] is None
+
+
+@pytest.mark.parametrize(
+    "auth,words",
+    [
+        ({"id": {"type": "localpart", "value": "alice"}}, "'auth.success' is null"),
+        ({"success": "true", "id": {"type": "localpart", "value": "alice"}}, "'auth.success' is a string"),
+        ({"success": True, "id": "alice"}, "'auth.id' is a string, not an object"),
+        ({"success": True, "id": {"type": "localpart"}}, "'auth.id' needs string 'type' and 'value'"),
+        ({"success": True, "id": {"type": 1, "value": "alice"}}, "'auth.id' needs string 'type' and 'value'"),
+        ({"success": True, "id": {"type": "mxid", "value": None}}, "'auth.id' needs string 'type' and 'value'"),
+    ],
+)
+def test_malformed_rest_auth_replies(auth: Dict[str, Any], words: str) -> None:
+    with pytest.raises(MalformedReply) as info:
+        parse_rest_auth({"auth": auth})
+    assert words in str(info.value)
+
+
+def test_rest_reply_with_a_duplicate_key_is_refused() -> None:
+    body = b'{"auth": {"success": false, "success": true, "id": {"type": "localpart", "value": "alice"}}}'
+    with pytest.raises(MalformedReply, match="duplicate key 'success'"):
+        parse_rest_auth(decode_json(body))
+
+
+@pytest.mark.parametrize("kind", ["localpart", "LOCALPART", "Mxid", "email", ""])
+def test_store_id_type_is_lowercased_value_kept(kind: str) -> None:
+    assert parse_store_id({"type": kind, "value": "Alice"}, "x") == StoreUserId(kind.lower(), "Alice")
+
+
+def test_rest_lookup_hit_and_miss() -> None:
+    hit = {"lookup": {"medium": "email", "address": "a@b.c", "id": {"type": "localpart", "value": "alice"}}}
+    assert parse_rest_lookup(hit) == StoreUserId("localpart", "alice")
+    assert parse_rest_lookup({"lookup": {"id": {"type": "mxid", "value": "@a:b"}}}) == StoreUserId("mxid", "@a:b")
+    assert parse_rest_lookup({}) is None
+    assert parse_rest_lookup({"lookup": None}) is None
+
+
+@pytest.mark.parametrize(
+    "value,words",
+    [
+        ([], "lookup reply is a list"),
+        ({"mxid": "@alice:example.org"}, "neither {} nor has a 'lookup' object"),
+        ({"lookup": "alice"}, "'lookup' is a string"),
+        ({"lookup": {}}, "'lookup' has no 'id'"),
+        ({"lookup": {"medium": "email", "address": "a@b.c", "id": None}}, "'lookup' has no 'id'"),
+        ({"lookup": {"medium": 1, "id": {"type": "mxid", "value": "@a:b"}}}, "'lookup.medium' is a number"),
+        ({"lookup": {"address": [], "id": {"type": "mxid", "value": "@a:b"}}}, "'lookup.address' is a list"),
+        ({"lookup": {"id": "@a:b"}}, "'lookup.id' is a string, not an object"),
+        ({"lookup": {"id": {"value": "@a:b"}}}, "'lookup.id' needs string"),
+    ],
+)
+def test_malformed_rest_lookup_replies(value: Any, words: str) -> None:
+    with pytest.raises(MalformedReply) as info:
+        parse_rest_lookup(value)
+    assert words in str(info.value)
+
+
+@SMALL_SETTINGS
+@given(JSON)
+def test_rest_parsers_only_raise_malformed(value: Any) -> None:
+    try:
+        reply, store_id = parse_rest_auth(value)
+    except MalformedReply:
+        pass
+    else:
+        _check_reply(reply)
+        assert reply.success is _granted(value)
+        assert store_id is None or reply.success
+    try:
+        found = parse_rest_lookup(value)
+    except MalformedReply:
+        return
+    assert found is None or isinstance(found, StoreUserId)

@@ -1,0 +1,555 @@
+"""RestStoreBackend (``backend: rest``) against the fake REST identity store.
+
+Nothing is mocked: every test goes through the real transport and real
+sockets to ``tests.fake_reststore``, which answers as netsoc's iamd does.
+"""
+
+import json
+import logging
+from typing import Any, AsyncIterator, Callable, Iterator, List, Tuple
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from rest_auth_provider.backends import Backend, make_backend
+from rest_auth_provider.backends.ma1sd import Ma1sdBackend
+from rest_auth_provider.backends.reststore import RestStoreBackend
+from rest_auth_provider.config import parse_config
+from rest_auth_provider.response import AuthReply, ThreePid
+from rest_auth_provider.transport import BackendError, Transport
+from tests.fake_ma1sd import FakeMa1sd, Fault
+from tests.fake_reststore import AUTH_PATH, IDENTITY_SINGLE_PATH, ZERO_REPLY, FakeRestStore
+from tests.unit.memory_reactor import MemoryClock
+
+ALICE = "@alice:example.org"
+ALICE_PASSWORD = "correct horse battery staple"
+BOB = "@bob:example.org"
+BOB_PASSWORD = "hunter2"
+
+BackendFactory = Callable[..., Backend]
+
+
+@pytest.fixture
+def store() -> Iterator[FakeRestStore]:
+    server = FakeRestStore(domain="example.org").start()
+    server.add_user(ALICE, ALICE_PASSWORD, display_name="Alice Liddell", emails=("alice@example.org",))
+    server.add_user(BOB, BOB_PASSWORD, msisdns=("447700900123",))
+    yield server
+    server.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def make() -> AsyncIterator[BackendFactory]:
+    """Returns a factory: ``make(endpoint=..., **config)`` gives a backend
+    (``backend: rest`` unless given); closes every backend after the test."""
+    backends: List[Backend] = []
+
+    def factory(**raw: Any) -> Backend:
+        raw.setdefault("backend", "rest")
+        config = parse_config(raw)
+        backend = make_backend(config, Transport(config))
+        backends.append(backend)
+        return backend
+
+    yield factory
+    for backend in backends:
+        await backend.close()
+
+
+async def check_fails(backend: Backend, user_id: str = ALICE, password: str = ALICE_PASSWORD) -> str:
+    """Returns the message of the BackendError that check_password must raise."""
+    with pytest.raises(BackendError) as info:
+        await backend.check_password(user_id, password)
+    return str(info.value)
+
+
+async def lookup_fails(backend: Backend, address: str = "alice@example.org") -> str:
+    """Returns the message of the BackendError that lookup_threepid must raise."""
+    with pytest.raises(BackendError) as info:
+        await backend.lookup_threepid("email", address, "example.org")
+    return str(info.value)
+
+
+# -- the adapter ------------------------------------------------------------------
+
+
+def test_make_backend_picks_the_adapter() -> None:
+    rest = parse_config({"endpoint": "http://iam:8008", "backend": "rest"})
+    backend = make_backend(rest, Transport(rest))
+    assert isinstance(backend, RestStoreBackend)
+    assert (backend.name, backend.kind) == ("the REST store", "rest")
+    ma1sd = parse_config({"endpoint": "http://ma1sd:8090"})
+    other = make_backend(ma1sd, Transport(ma1sd))
+    assert isinstance(other, Ma1sdBackend)
+    assert other.kind == "ma1sd"
+
+
+@pytest.mark.parametrize(
+    "raw,enabled",
+    [
+        ({}, True),
+        ({"threepid_login": {"enabled": False}}, False),
+        ({"rest": {"identity": {"single": ""}}}, False),
+        ({"rest": {"identity": {"single": "https://iam/single"}}}, True),
+    ],
+)
+def test_threepid_lookup_enabled(raw: Any, enabled: bool) -> None:
+    config = parse_config(dict(raw, endpoint="http://iam:8008", backend="rest"))
+    assert RestStoreBackend(config, Transport(config)).threepid_lookup_enabled is enabled
+
+
+# -- logins -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_success_gives_the_profile(store: FakeRestStore, make: BackendFactory) -> None:
+    backend = make(endpoint=store.url)
+    reply = await backend.check_password(ALICE, ALICE_PASSWORD)
+    assert reply == AuthReply(
+        success=True, display_name="Alice Liddell", three_pids=(ThreePid("email", "alice@example.org"),)
+    )
+    assert await backend.check_password(BOB, BOB_PASSWORD) == AuthReply(
+        success=True, display_name=None, three_pids=(ThreePid("msisdn", "447700900123"),)
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_is_the_rest_store_protocol(store: FakeRestStore, make: BackendFactory) -> None:
+    await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)
+    (request,) = store.password_checks()
+    assert request["method"] == "POST"
+    assert request["path"] == AUTH_PATH
+    assert request["headers"]["content-type"] == "application/json"
+    assert json.loads(request["body"]) == {
+        "auth": {"mxid": ALICE, "localpart": "alice", "domain": "example.org", "password": ALICE_PASSWORD}
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_domain_with_a_port_is_sent_whole(make: BackendFactory) -> None:
+    with FakeRestStore(domain="example.org:8448") as store:
+        store.add_user("@alice:example.org:8448", "pw")
+        reply = await make(endpoint=store.url).check_password("@alice:example.org:8448", "pw")
+        assert reply.success is True
+        assert store.password_checks()[0]["domain"] == "example.org:8448"
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_user_names_with_capitals_are_found(store: FakeRestStore, make: BackendFactory) -> None:
+    # iamd answers its user name lowercased; we always send the canonical, lowercased ID.
+    store.add_user("@Carol:example.org", "pw")
+    assert (await make(endpoint=store.url).check_password("@carol:example.org", "pw")).success is True
+
+
+@pytest.mark.parametrize(
+    "store_id",
+    [
+        {"type": "localpart", "value": "alice"},
+        {"type": "localpart", "value": "ALICE"},
+        {"type": "localpart", "value": "Alice"},
+        {"type": "LocalPart", "value": "alice"},
+        {"type": "mxid", "value": ALICE},
+        {"type": "mxid", "value": "@ALICE:Example.ORG"},
+        {"type": "MXID", "value": ALICE},
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_id_naming_the_user_grants_the_login(store: FakeRestStore, make: BackendFactory, store_id: Any) -> None:
+    store.id_override[ALICE] = store_id
+    assert (await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)).success is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_mxid_ids(store: FakeRestStore, make: BackendFactory) -> None:
+    store.id_type = "mxid"
+    assert (await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)).success is True
+
+
+@pytest.mark.parametrize(
+    "store_id,words",
+    [
+        ({"type": "localpart", "value": "bob"}, "answered for @bob:example.org, not @alice:example.org"),
+        ({"type": "localpart", "value": "alice2"}, "answered for @alice2:example.org, not @alice:example.org"),
+        ({"type": "localpart", "value": ""}, "answered for @:example.org, not @alice:example.org"),
+        ({"type": "mxid", "value": BOB}, "answered for @bob:example.org, not @alice:example.org"),
+        ({"type": "mxid", "value": "@alice:evil.example"}, "answered for @alice:evil.example, not @alice:example.org"),
+        ({"type": "mxid", "value": "alice"}, "answered for alice, not @alice:example.org"),
+        # The Kelvin sign lowercases to "k"; only ASCII letters are folded.
+        ({"type": "mxid", "value": "@\u212aate:example.org"}, "answered for @\u212aate:example.org, not"),
+        ({"type": "localpart", "value": "bob\x1b[2J"}, "answered for @bob\\x1b[2J:example.org, not @alice:example.org"),
+        ({"type": "email", "value": "alice@example.org"}, "unknown type 'email' ('alice@example.org'), not @alice"),
+        ({"type": "", "value": ""}, "unknown type '' (''), not @alice:example.org"),
+        (None, "answered success without an 'id' (expected @alice:example.org)"),
+        ("alice", "'auth.id' is a string, not an object"),
+        ({"type": "localpart"}, "'auth.id' needs string 'type' and 'value'"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_id_naming_anyone_else_is_a_backend_error(
+    store: FakeRestStore, make: BackendFactory, store_id: Any, words: str
+) -> None:
+    store.id_override[ALICE] = store_id
+    message = await check_fails(make(endpoint=store.url))
+    assert words in message
+    assert message.isprintable()
+
+
+@pytest_twisted.ensureDeferred
+async def test_kelvin_sign_does_not_pass_for_k(make: BackendFactory) -> None:
+    with FakeRestStore() as store:
+        store.add_user("@kate:example.org", "pw")
+        store.id_override["@kate:example.org"] = {"type": "localpart", "value": "\u212aate"}
+        assert "answered for @\u212aate:example.org, not @kate:example.org" in await check_fails(
+            make(endpoint=store.url), "@kate:example.org", "pw"
+        )
+
+
+@pytest.mark.parametrize("user_id,password", [(ALICE, "wrong"), ("@nobody:example.org", "pw")])
+@pytest_twisted.ensureDeferred
+async def test_401_and_404_refuse_the_credentials(
+    store: FakeRestStore, make: BackendFactory, user_id: str, password: str
+) -> None:
+    assert await make(endpoint=store.url).check_password(user_id, password) == AuthReply(success=False)
+    assert len(store.password_checks()) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_disabled_account_is_refused(store: FakeRestStore, make: BackendFactory) -> None:
+    store.users[ALICE].enabled = False
+    assert await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
+
+
+@pytest.mark.parametrize("status", [200, 401, 404])
+@pytest.mark.parametrize(
+    "body", [ZERO_REPLY, {"auth": {"success": False}}, {"auth": {"success": False, "id": {"type": "mxid"}}}]
+)
+@pytest_twisted.ensureDeferred
+async def test_refusal_bodies(store: FakeRestStore, make: BackendFactory, status: int, body: Any) -> None:
+    store.fault = Fault("status", status=status, body=json.dumps(body).encode())
+    assert await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
+
+
+@pytest.mark.parametrize("status", [401, 404])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"errcode":"M_UNAUTHORIZED","error":"missing or wrong credentials"}',
+        b"<html>401 Authorization Required</html>",
+        b"",
+        b'{"auth": {"success": true, "id": {"type": "localpart", "value": "alice"}}}',
+        b'{"auth": {"success": false, "success": true}}',
+        b'{"auth": {}}',
+        b"[]",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_401_or_404_without_a_refusal_body_is_a_backend_error(
+    store: FakeRestStore, make: BackendFactory, status: int, body: bytes
+) -> None:
+    store.fault = Fault("status", status=status, body=body)
+    assert await check_fails(make(endpoint=store.url)) == "HTTP %d" % status
+
+
+@pytest_twisted.ensureDeferred
+async def test_authenticating_proxy_401_is_a_backend_error(make: BackendFactory) -> None:
+    with FakeRestStore(required_headers={"Authorization": "Bearer s3cret"}) as store:
+        store.add_user(ALICE, ALICE_PASSWORD)
+        assert await check_fails(make(endpoint=store.url)) == "HTTP 401"
+        backend = make(endpoint=store.url, headers={"Authorization": "Bearer s3cret"})
+        assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_path_404_is_a_backend_error(store: FakeRestStore, make: BackendFactory) -> None:
+    backend = make(endpoint=store.url, rest={"auth": "/_ma1sd/backend/api/v1/auth/logn"})
+    assert await check_fails(backend) == "HTTP 404"
+
+
+@pytest_twisted.ensureDeferred
+async def test_400_says_the_store_refused_the_request(make: BackendFactory) -> None:
+    with FakeRestStore(domain="matrix.example.org") as store:
+        store.add_user(ALICE, ALICE_PASSWORD)
+        message = await check_fails(make(endpoint=store.url))
+    assert message.startswith("HTTP 400: the store refused the request itself")
+    assert "its domain may not be example.org (Synapse's server_name" in message
+    assert ALICE_PASSWORD not in message
+
+
+@pytest_twisted.ensureDeferred
+async def test_400_names_the_domain_escaped(store: FakeRestStore, make: BackendFactory) -> None:
+    store.fault = Fault("status", status=400, body=json.dumps(ZERO_REPLY).encode())
+    message = await check_fails(make(endpoint=store.url), "@alice:evil\x1b[2J.example", "pw")
+    assert "evil\\x1b[2J.example" in message
+    assert message.isprintable()
+
+
+@pytest.mark.parametrize(
+    "fault,words",
+    [
+        (Fault("success_missing"), "'auth.success' is null, not a boolean"),
+        (Fault("body", body=b'{"auth": {"success": "true", "id": {"type": "mxid", "value": "@alice:example.org"}}}'),
+         "'auth.success' is a string"),
+        (Fault("body", body=b'{"auth": {"success": false, "success": true}}'), "duplicate key 'success'"),
+        (Fault("body", body=b'{"auth": {"success": true, "id": {"type": "mxid", "value": "@alice:example.org"},'
+                            b' "id": {"type": "mxid", "value": "@bob:example.org"}}}'), "duplicate key 'id'"),
+        (Fault("body", body=b"not json"), "not JSON"),
+        (Fault("body", body=b'{"auth": {"success": true, "profile": {"three_pids": "x"}, "id": {}}}'),
+         "'auth.profile.three_pids' is a string"),
+        (Fault("status", status=500, body=b'{"errcode": "M_UNKNOWN"}'), "HTTP 500"),
+        (Fault("status", status=503, body=b""), "HTTP 503"),
+        (Fault("status", status=403, body=json.dumps(ZERO_REPLY).encode()), "HTTP 403"),
+        (Fault("redirect", status=302), "HTTP 302 redirect"),
+        (Fault("huge", size=100_000), "reply too large"),
+        (Fault("close"), "connection closed"),
+    ],
+)  # fmt: skip
+@pytest_twisted.ensureDeferred
+async def test_unusable_replies_are_backend_errors(
+    store: FakeRestStore, make: BackendFactory, fault: Fault, words: str
+) -> None:
+    store.fault = fault
+    assert words in await check_fails(make(endpoint=store.url))
+
+
+@pytest_twisted.ensureDeferred
+async def test_2xx_refusal_is_a_refusal(store: FakeRestStore, make: BackendFactory) -> None:
+    store.fault = Fault("body", body=b'{"auth": {"success": false, "id": {"type": "localpart", "value": "bob"}}}')
+    assert await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
+
+
+class MemoryStore:
+    """A backend on Twisted's MemoryReactorClock: the test reads the request
+    the adapter wrote and answers it with raw bytes, on the memory clock."""
+
+    def __init__(self, **raw: Any):
+        self.reactor = MemoryClock()
+        config = parse_config(dict(raw, endpoint="http://127.0.0.1:8008", backend="rest"))
+        self.backend = RestStoreBackend(config, Transport(config, reactor=self.reactor))
+        self.wire = StringTransport()
+
+    def call(self, result: "defer.Deferred[Any]") -> List[Any]:
+        """Returns a list that gets the call's outcome (a value or a Failure)."""
+        outcome: List[Any] = []
+        result.addBoth(outcome.append)
+        self.reactor.advance(0)
+        return outcome
+
+    def connect(self) -> bytes:
+        """Accepts the connection the transport asked for; returns the request bytes."""
+        host, port, factory, _, _ = self.reactor.tcpClients[-1]
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        assert protocol is not None
+        self.protocol = protocol
+        self.protocol.makeConnection(self.wire)
+        for _ in range(3):  # the body is written by the reactor's cooperator
+            self.reactor.advance(0)
+        return bytes(self.wire.value())
+
+    def answer(self, status: int, body: bytes) -> None:
+        head = b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (status, len(body))
+        self.protocol.dataReceived(head + body)
+        self.reactor.advance(0)
+
+
+def test_memory_reactor_401_is_a_refusal() -> None:
+    memory = MemoryStore()
+    outcome = memory.call(defer.ensureDeferred(memory.backend.check_password(ALICE, ALICE_PASSWORD)))
+    request = memory.connect()
+    assert request.startswith(b"POST /_ma1sd/backend/api/v1/auth/login HTTP/1.1\r\n")
+    assert json.loads(request.split(b"\r\n\r\n", 1)[1])["auth"]["localpart"] == "alice"
+    assert outcome == []
+    memory.answer(401, json.dumps(ZERO_REPLY).encode())
+    assert outcome == [AuthReply(success=False)]
+
+
+def test_memory_reactor_lookup_hit() -> None:
+    memory = MemoryStore()
+    outcome = memory.call(defer.ensureDeferred(memory.backend.lookup_threepid("email", "a@b.c", "example.org")))
+    request = memory.connect()
+    assert request.startswith(b"POST /_ma1sd/backend/api/v1/identity/single HTTP/1.1\r\n")
+    memory.answer(
+        200, b'{"lookup": {"medium": "email", "address": "a@b.c", "id": {"type": "localpart", "value": "A"}}}'
+    )
+    assert outcome == ["@a:example.org"]
+
+
+def test_memory_reactor_timeout_is_a_backend_error() -> None:
+    memory = MemoryStore(timeout=5)
+    outcome = memory.call(defer.ensureDeferred(memory.backend.check_password(ALICE, ALICE_PASSWORD)))
+    memory.connect()
+    memory.reactor.advance(4.9)
+    assert outcome == []
+    memory.reactor.advance(0.2)
+    (failure,) = outcome
+    assert isinstance(failure, Failure)
+    assert failure.check(BackendError)
+    assert str(failure.value) == "no complete answer within 5 s"
+
+
+@pytest_twisted.ensureDeferred
+async def test_password_is_never_logged(
+    store: FakeRestStore, make: BackendFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    backend = make(endpoint=store.url)
+    await backend.check_password(ALICE, ALICE_PASSWORD)
+    store.fault = Fault("status", status=400)
+    await check_fails(backend)
+    assert caplog.records
+    assert ALICE_PASSWORD not in caplog.text
+
+
+# -- URLs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["", "/"])
+@pytest_twisted.ensureDeferred
+async def test_paths_are_joined_to_the_endpoint(make: BackendFactory, suffix: str) -> None:
+    with FakeRestStore(base_path="/iam/_ma1sd/backend/api/v1") as store:
+        store.add_user(ALICE, ALICE_PASSWORD, emails=("alice@example.org",))
+        backend = make(endpoint=store.url + "/iam" + suffix)
+        assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+        assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
+        assert [r["path"] for r in store.requests] == [
+            "/iam/_ma1sd/backend/api/v1/auth/login",
+            "/iam/_ma1sd/backend/api/v1/identity/single",
+        ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_custom_paths(make: BackendFactory) -> None:
+    with FakeRestStore(base_path="/api") as store:
+        store.add_user(ALICE, ALICE_PASSWORD, emails=("alice@example.org",))
+        backend = make(
+            endpoint=store.url, rest={"auth": "/api/auth/login", "identity": {"single": "/api/identity/single"}}
+        )
+        assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+        assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
+
+
+@pytest_twisted.ensureDeferred
+async def test_full_urls_are_used_as_is(store: FakeRestStore, make: BackendFactory) -> None:
+    # The endpoint answers nothing (port 9, discard): only the full URLs are asked.
+    backend = make(
+        endpoint="http://127.0.0.1:9",
+        rest={"auth": store.url + AUTH_PATH, "identity": {"single": store.url + IDENTITY_SINGLE_PATH}},
+    )
+    assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+    assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
+    assert len(store.password_checks()) == len(store.lookups()) == 1
+
+
+# -- 3PID lookups --------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_lookup_hit_localpart(store: FakeRestStore, make: BackendFactory) -> None:
+    backend = make(endpoint=store.url)
+    assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
+    assert await backend.lookup_threepid("msisdn", "447700900123", "example.org") == BOB
+    (request, _) = store.lookups()
+    assert request["method"] == "POST"
+    assert request["path"] == IDENTITY_SINGLE_PATH
+    assert json.loads(request["body"]) == {"lookup": {"medium": "email", "address": "alice@example.org"}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_lookup_localpart_is_lowercased_onto_our_server(store: FakeRestStore, make: BackendFactory) -> None:
+    store.id_override[ALICE] = {"type": "localpart", "value": "Alice"}
+    backend = make(endpoint=store.url)
+    assert await backend.lookup_threepid("email", "alice@example.org", "matrix.example.org") == (
+        "@alice:matrix.example.org"
+    )
+
+
+@pytest.mark.parametrize("value", ["@alice:example.org", "@alice:evil.example", "@Alice:Example.org"])
+@pytest_twisted.ensureDeferred
+async def test_lookup_hit_mxid_is_returned_as_sent(store: FakeRestStore, make: BackendFactory, value: str) -> None:
+    # The provider refuses IDs of other servers; the adapter reports what the store said.
+    store.id_override[ALICE] = {"type": "mxid", "value": value}
+    assert await make(endpoint=store.url).lookup_threepid("email", "alice@example.org", "example.org") == value
+
+
+@pytest_twisted.ensureDeferred
+async def test_lookup_with_mxid_ids(store: FakeRestStore, make: BackendFactory) -> None:
+    store.id_type = "mxid"
+    assert await make(endpoint=store.url).lookup_threepid("email", "alice@example.org", "example.org") == ALICE
+
+
+@pytest.mark.parametrize("fault", [Fault("status", status=404, body=b"{}"), Fault("body", body=b"{}")])
+@pytest_twisted.ensureDeferred
+async def test_lookup_miss(store: FakeRestStore, make: BackendFactory, fault: Fault) -> None:
+    backend = make(endpoint=store.url)
+    assert await backend.lookup_threepid("email", "nobody@example.org", "example.org") is None
+    store.fault = fault
+    assert await backend.lookup_threepid("email", "alice@example.org", "example.org") is None
+
+
+@pytest.mark.parametrize(
+    "fault,words",
+    [
+        (Fault("body", body=b'{"mxid": "@alice:example.org"}'), "neither {} nor has a 'lookup' object"),
+        (Fault("body", body=b'{"lookup": {"medium": "email", "address": "a@b.c"}}'), "'lookup' has no 'id'"),
+        (Fault("body", body=b'{"lookup": {"id": {"type": "email", "value": "a@b.c"}}}'), "unknown type 'email'"),
+        (Fault("body", body=b'{"lookup": {"id": {"type": "localpart", "value": ""}}}'), "not a localpart: ''"),
+        (Fault("body", body=b'{"lookup": {"id": {"type": "localpart", "value": "a:evil"}}}'), "not a localpart"),
+        (Fault("body", body=b'{"lookup": {}, "lookup": {}}'), "duplicate key 'lookup'"),
+        (Fault("body", body=b"[]"), "lookup reply is a list"),
+        (Fault("status", status=500, body=b"{}"), "HTTP 500"),
+        (Fault("status", status=401, body=b"{}"), "HTTP 401"),
+        (Fault("status", status=400, body=b"{}"), "HTTP 400"),
+        (Fault("redirect", status=307), "HTTP 307 redirect"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_unusable_lookup_replies_are_backend_errors(
+    store: FakeRestStore, make: BackendFactory, fault: Fault, words: str
+) -> None:
+    store.fault = fault
+    assert words in await lookup_fails(make(endpoint=store.url))
+
+
+@pytest_twisted.ensureDeferred
+async def test_lookup_id_missing_is_a_backend_error(store: FakeRestStore, make: BackendFactory) -> None:
+    store.id_override[ALICE] = None
+    assert "'lookup' has no 'id'" in await lookup_fails(make(endpoint=store.url))
+
+
+@pytest.mark.parametrize("raw", [{"threepid_login": {"enabled": False}}, {"rest": {"identity": {"single": ""}}}])
+@pytest_twisted.ensureDeferred
+async def test_lookup_off_asks_nothing(store: FakeRestStore, make: BackendFactory, raw: Any) -> None:
+    backend = make(endpoint=store.url, **raw)
+    assert backend.threepid_lookup_enabled is False
+    assert await backend.lookup_threepid("email", "alice@example.org", "example.org") is None
+    assert store.requests == []
+
+
+# -- both fakes, one protocol-agnostic scenario ----------------------------------------
+
+
+@pytest.mark.parametrize("fake_class,backend", [(FakeMa1sd, "ma1sd"), (FakeRestStore, "rest")])
+@pytest_twisted.ensureDeferred
+async def test_either_backend_against_its_fake(make: BackendFactory, fake_class: Any, backend: str) -> None:
+    with fake_class() as fake:
+        fake.add_user(ALICE, ALICE_PASSWORD, display_name="Alice", emails=("alice@example.org",))
+        adapter = make(endpoint=fake.url, backend=backend)
+        assert adapter.kind == backend
+        assert await adapter.check_password(ALICE, ALICE_PASSWORD) == AuthReply(
+            success=True, display_name="Alice", three_pids=(ThreePid("email", "alice@example.org"),)
+        )
+        assert (await adapter.check_password(ALICE, "wrong")).success is False
+        assert await adapter.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
+        assert await adapter.lookup_threepid("email", "nobody@example.org", "example.org") is None
+        checks: List[Tuple[str, str]] = [(c["user_id"], c["password"]) for c in fake.password_checks()]
+        assert checks == [(ALICE, ALICE_PASSWORD), (ALICE, "wrong")]
+        assert [(r["medium"], r["address"]) for r in fake.lookups()] == [
+            ("email", "alice@example.org"),
+            ("email", "nobody@example.org"),
+        ]
+        fake.fault = Fault("success_missing")
+        with pytest.raises(BackendError, match="'auth.success' is null"):
+            await adapter.check_password(ALICE, ALICE_PASSWORD)
