@@ -136,7 +136,11 @@ def busy_note(meta: Dict[str, Any]) -> str:
         if x is not None and x == x
     ]
     load = (meta.get("load_average_at_start") or [0.0])[0]  # read before anything of ours started
-    if max(others, default=0.0) < 0.25 * cores and load < 0.5 * cores:
+    during = meta.get("other_busy_cores_median")
+    # The load average also remembers the minute before the run (a previous
+    # benchmark, say): when the other work during the batches was measured, it decides.
+    load_busy = load >= 0.5 * cores and (during is None or during != during)
+    if max(others, default=0.0) < 0.25 * cores and not load_busy:
         return ""
     measured = " / ".join("%.2f" % x for x in others) if others else "not measured"
     return (
