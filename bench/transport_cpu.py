@@ -47,9 +47,7 @@ from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tup
 
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IReactorPluggableNameResolver
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from zope.interface import implementer
+from twisted.internet.testing import StringTransport
 
 from bench.ma1sd import RemoteMa1sd, raise_listen_backlog
 from rest_auth_provider.backends.ma1sd import Ma1sdBackend
@@ -57,6 +55,7 @@ from rest_auth_provider.config import ProviderConfig, parse_config
 from rest_auth_provider.transport import Transport
 from tests.fake_ma1sd import FakeMa1sd
 from tests.unit.certs import write_certs
+from tests.unit.memory_reactor import MemoryClock
 
 ROOT = Path(__file__).resolve().parents[1]
 # The last version of the client before the treq transport (issue 15).
@@ -175,32 +174,6 @@ class _TlsFake:
             self._process.kill()
 
 
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        pass
-
-
-@implementer(IHostnameResolver)
-class _Loopback:
-    def resolveHostName(self, receiver: Any, hostName: str, portNumber: int = 0, *args: Any, **kwargs: Any) -> Any:
-        resolution = _Resolution(hostName)
-        receiver.resolutionBegan(resolution)
-        receiver.addressResolved(IPv4Address("TCP", "127.0.0.1", portNumber))
-        receiver.resolutionComplete()
-        return resolution
-
-
-@implementer(IReactorPluggableNameResolver)
-class _Clock(MemoryReactorClock):
-    def __init__(self) -> None:
-        super().__init__()
-        self.nameResolver: Any = _Loopback()
-
-
 MEMORY_REPLY = b'{"auth": {"success": true, "profile": {"display_name": "Bench User", "three_pids": []}}}'
 MEMORY_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
     len(MEMORY_REPLY),
@@ -210,7 +183,7 @@ MEMORY_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent
 
 def measure_memory(name: str, old: Any, calls: int) -> float:
     """Returns CPU seconds per call of ``name`` ("old" or "new") on a memory reactor."""
-    clock: Any = _Clock()
+    clock: Any = MemoryClock()
     config = parse_config({"endpoint": "http://ma1sd.test:8090"})
     if name == "old":
         client = old.Ma1sdClient(config, reactor=clock)

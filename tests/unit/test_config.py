@@ -1,6 +1,7 @@
 """Unit tests of ``parse_config``: defaults, the old provider's keys, and errors that name the offending key."""
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -832,7 +833,7 @@ def test_describe_is_plain_yaml_data() -> None:
 
 def test_config_is_immutable() -> None:
     config = parse_config({"endpoint": ENDPOINT})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.timeout = 1.0  # type: ignore[misc]
 
 

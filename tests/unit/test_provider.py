@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from synapse.module_api import ModuleApi
 
 from rest_auth_provider import RestAuthProvider
+from rest_auth_provider._compat import _ConfigError as ConfigError
 from tests.fake_ma1sd import CHECK_PATH, LOOKUP_PATH, FakeMa1sd, Fault
 from tests.unit.fake_synapse import FakeSynapse
 
@@ -67,7 +68,7 @@ if HAS_CALLBACKS:  # Synapse 1.46+; older releases only have password_providers.
 def test_modules_style_on_synapse_older_than_1_46_is_a_clear_config_error(ma1sd: FakeMa1sd) -> None:
     old_api = Mock(spec=["check_user_exists", "register_user", "get_qualified_user_id", "_hs"])
     old_api._hs = Mock(hostname="example.org")
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ConfigError) as info:
         RestAuthProvider(RestAuthProvider.parse_config({"endpoint": ma1sd.url}), api=old_api)
     assert "password_providers" in str(getattr(info.value, "msg", info.value))
 

@@ -1,5 +1,6 @@
 """Unit tests of ``parse_login_name``: what a client typed, as a user ID on this server."""
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -135,5 +136,5 @@ def test_every_registrable_character() -> None:
 
 def test_login_name_is_immutable() -> None:
     name = parse_login_name("alice", SERVER)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         name.localpart = "bob"  # type: ignore[misc]
