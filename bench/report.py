@@ -1,12 +1,15 @@
 """Figures, the terminal and Markdown tables, and the chart."""
 
+import itertools
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 #: The module under test, per backend: ``ours`` with ``backend: ma1sd`` and with ``backend: rest``.
 OURS = {"ma1sd": "ours-ma1sd", "rest": "ours-rest"}
-PROVIDER_ORDER = (OURS["ma1sd"], OURS["rest"], "floor", "blocking")
+# The HTTP floor (bench/providers/httpfloor.py): one bare keep-alive POST per login to that backend.
+HTTP_FLOOR = {"ma1sd": "http-ma1sd", "rest": "http-rest"}
+PROVIDER_ORDER = (OURS["ma1sd"], OURS["rest"], HTTP_FLOOR["ma1sd"], HTTP_FLOOR["rest"], "floor", "blocking")
 PHASES = ("first", "repeat")
 METRICS = (
     "wall_s",
@@ -23,6 +26,11 @@ METRICS = (
     "ma1sd_connections",
     "ma1sd_max_in_flight",
 )
+
+
+def log(message: str = "") -> None:
+    """Prints one line of the benchmark's output at once (it runs for minutes)."""
+    print(message, flush=True)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -78,37 +86,32 @@ TABLE_HEADER = (
 )
 
 
+# The figures of TABLE_HEADER after "logins", as (median's key, digits); "errors" ends the row.
+TABLE_FIGURES = (
+    ("wall_s", 2),
+    ("logins_per_s", 1),
+    ("p50_ms", 1),
+    ("p99_ms", 1),
+    ("probe_p99_ms", 1),
+    ("probe_max_ms", 1),
+    ("synapse_cpu_ms_per_login", 1),
+    ("fake_cpu_ms_per_login", 1),
+    ("db_txns_per_login", 1),
+)
+
+
 def table_rows(
     cells: Dict[str, Dict[str, Any]], delays: Sequence[int], concurrencies: Sequence[int]
 ) -> List[List[str]]:
+    """Returns a TABLE_HEADER row per cell in ``cells``, by phase, D, C and provider."""
     rows = []
-    for phase in PHASES:
-        for delay in delays:
-            for conc in concurrencies:
-                for provider in PROVIDER_ORDER:
-                    cell = cells.get(cell_key(provider, phase, delay, conc))
-                    if cell is None:
-                        continue
-                    m = cell["median"]
-                    rows.append(
-                        [
-                            provider,
-                            phase,
-                            str(delay),
-                            str(conc),
-                            str(cell["logins"]),
-                            _fmt(m["wall_s"], 2),
-                            _fmt(m["logins_per_s"], 1),
-                            _fmt(m["p50_ms"], 1),
-                            _fmt(m["p99_ms"], 1),
-                            _fmt(m["probe_p99_ms"], 1),
-                            _fmt(m["probe_max_ms"], 1),
-                            _fmt(m["synapse_cpu_ms_per_login"], 1),
-                            _fmt(m.get("fake_cpu_ms_per_login"), 1),
-                            _fmt(m.get("db_txns_per_login"), 1),
-                            str(cell["errors"]),
-                        ]
-                    )
+    for phase, delay, conc in itertools.product(PHASES, delays, concurrencies):
+        for provider in PROVIDER_ORDER:
+            cell = cells.get(cell_key(provider, phase, delay, conc))
+            if cell is not None:
+                figures = [_fmt(cell["median"].get(key), digits) for key, digits in TABLE_FIGURES]
+                where = [provider, phase, str(delay), str(conc), str(cell["logins"])]
+                rows.append(where + figures + [str(cell["errors"])])
     return rows
 
 
@@ -128,40 +131,34 @@ RATIO_HEADER = (
 )
 
 
+# The ratios of RATIO_HEADER, as (median's key, digits): ours / floor, then blocking / ours.
+OURS_FLOOR_RATIOS = (("wall_s", 2), ("logins_per_s", 2), ("p99_ms", 2), ("probe_max_ms", 2))
+BLOCKING_OURS_RATIOS = (("wall_s", 2), ("p99_ms", 2), ("probe_max_ms", 1))
+
+
 def ratio_rows(
     cells: Dict[str, Dict[str, Any]], delays: Sequence[int], concurrencies: Sequence[int]
 ) -> List[List[str]]:
     """Returns, per cell and backend, ours against floor (and blocking against ours)."""
     rows = []
-    for phase in PHASES:
-        for delay in delays:
-            for conc in concurrencies:
-                m = {
-                    p: cells[cell_key(p, phase, delay, conc)]["median"]
-                    for p in PROVIDER_ORDER
-                    if cell_key(p, phase, delay, conc) in cells
-                }
-                floor, blocking = m.get("floor", {}), m.get("blocking", {})
-                for backend, name in OURS.items():
-                    if name not in m:
-                        continue
-                    ours = m[name]
-                    rows.append(
-                        [
-                            phase,
-                            str(delay),
-                            str(conc),
-                            backend,
-                            _fmt(_ratio(ours["wall_s"], floor.get("wall_s")), 2),
-                            _fmt(_ratio(ours["logins_per_s"], floor.get("logins_per_s")), 2),
-                            _fmt(_ratio(ours["p99_ms"], floor.get("p99_ms")), 2),
-                            _fmt(_ratio(ours["probe_max_ms"], floor.get("probe_max_ms")), 2),
-                            _signed(_diff(ours["synapse_cpu_ms_per_login"], floor.get("synapse_cpu_ms_per_login"))),
-                            _fmt(_ratio(blocking.get("wall_s"), ours["wall_s"]), 2),
-                            _fmt(_ratio(blocking.get("p99_ms"), ours["p99_ms"]), 2),
-                            _fmt(_ratio(blocking.get("probe_max_ms"), ours["probe_max_ms"]), 1),
-                        ]
-                    )
+    for phase, delay, conc in itertools.product(PHASES, delays, concurrencies):
+        m = {
+            p: cells[cell_key(p, phase, delay, conc)]["median"]
+            for p in PROVIDER_ORDER
+            if cell_key(p, phase, delay, conc) in cells
+        }
+        floor, blocking = m.get("floor", {}), m.get("blocking", {})
+        for backend, name in OURS.items():
+            if name not in m:
+                continue
+            ours = m[name]
+            cpu = _diff(ours["synapse_cpu_ms_per_login"], floor.get("synapse_cpu_ms_per_login"))
+            rows.append(
+                [phase, str(delay), str(conc), backend]
+                + [_fmt(_ratio(ours[key], floor.get(key)), digits) for key, digits in OURS_FLOOR_RATIOS]
+                + [_signed(cpu)]
+                + [_fmt(_ratio(blocking.get(key), ours[key]), digits) for key, digits in BLOCKING_OURS_RATIOS]
+            )
     return rows
 
 
@@ -246,7 +243,14 @@ def draw_chart(
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed"
-    colours = {OURS["ma1sd"]: "tab:blue", OURS["rest"]: "tab:purple", "floor": "tab:green", "blocking": "tab:red"}
+    colours = {
+        OURS["ma1sd"]: "tab:blue",
+        OURS["rest"]: "tab:purple",
+        HTTP_FLOOR["ma1sd"]: "tab:cyan",
+        HTTP_FLOOR["rest"]: "tab:pink",
+        "floor": "tab:green",
+        "blocking": "tab:red",
+    }
     styles = ["-", "--", ":", "-."]
     markers = ["o", "s", "^", "D"]
     fig, axes = plt.subplots(2, 2, figsize=(12, 9), sharex=True)

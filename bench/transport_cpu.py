@@ -47,13 +47,13 @@ from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Tup
 
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 
 from bench.ma1sd import RemoteMa1sd, raise_listen_backlog
 from rest_auth_provider.backends.ma1sd import Ma1sdBackend
 from rest_auth_provider.config import ProviderConfig, parse_config
 from rest_auth_provider.transport import Transport
 from tests.fake_ma1sd import FakeMa1sd
+from tests.twisted_tests import string_transport, take_written
 from tests.unit.certs import write_certs
 from tests.unit.memory_reactor import MemoryClock
 
@@ -191,7 +191,7 @@ def measure_memory(name: str, old: Any, calls: int) -> float:
     else:
         backend = Ma1sdBackend(config, Transport(config, reactor=clock))
         call = lambda: backend.check_password(USER, PASSWORD)  # noqa: E731
-    server = StringTransport()
+    server = string_transport()
     protocol: List[Any] = []
 
     def one() -> None:
@@ -200,7 +200,7 @@ def measure_memory(name: str, old: Any, calls: int) -> float:
             factory: Any = clock.tcpClients[0][2]
             protocol.append(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8090)))
             protocol[0].makeConnection(server)
-        server.clear()
+        take_written(server)
         protocol[0].dataReceived(MEMORY_RESPONSE)
         if not (d.called and d.result.success):
             raise AssertionError("no answer on the memory reactor")

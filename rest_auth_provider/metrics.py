@@ -6,16 +6,20 @@ serves on its ``metrics`` listener. All names start with ``rest_auth_provider_``
 
 from prometheus_client import Counter, Gauge, Histogram
 
-# Outcomes of a login attempt handled by the module.
+# Outcomes of a login attempt handled by the module (see docs/metrics.md).
 SUCCESS = "success"
 BAD_CREDENTIALS = "bad_credentials"
+# The identity backend (ma1sd or the REST store) could not be asked or answered nonsense.
 BACKEND_ERROR = "backend_error"
+# Synapse's side failed: the account could not be created, or an unexpected error.
+SYNAPSE_ERROR = "synapse_error"
 REFUSED_LOCALLY = "refused_locally"
-OUTCOMES = (SUCCESS, BAD_CREDENTIALS, BACKEND_ERROR, REFUSED_LOCALLY)
+OUTCOMES = (SUCCESS, BAD_CREDENTIALS, BACKEND_ERROR, SYNAPSE_ERROR, REFUSED_LOCALLY)
 
 logins = Counter(
     "rest_auth_provider_logins_total",
-    "Login attempts handled by rest_auth_provider, by outcome.",
+    "Login attempts handled by rest_auth_provider, by outcome: success, bad_credentials, "
+    "backend_error (the identity backend failed), synapse_error (Synapse's side failed), refused_locally.",
     ["outcome"],
 )
 backend_request_duration = Histogram(

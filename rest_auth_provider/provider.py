@@ -13,12 +13,12 @@ user in under the ID exactly as typed instead of the canonical one.
 """
 
 import logging
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Awaitable, Dict, Iterable, NamedTuple, Optional, Tuple
 
 from rest_auth_provider import __version__, metrics
-from rest_auth_provider._compat import SynapseCompat, config_error
+from rest_auth_provider._compat import SynapseCompat, config_error, make_deferred_yieldable
 from rest_auth_provider.backends import make_backend
-from rest_auth_provider.config import ProviderConfig, parse_config
+from rest_auth_provider.config import ConfigProblem, ProviderConfig, parse_config
 from rest_auth_provider.limiter import FailureLimiter
 from rest_auth_provider.memo import SyncMemo
 from rest_auth_provider.provisioning import Provisioner
@@ -38,6 +38,19 @@ DEFAULT_FAILED_ATTEMPTS = (0.17, 3.0)
 CheckAuthResult = Optional[Tuple[str, None]]
 
 
+class Attempt(NamedTuple):
+    """How a login ended: the user ID it logs in (None when refused) and its
+    outcome label in ``rest_auth_provider_logins_total`` (None when the login
+    was not the module's to handle and is not counted)."""
+
+    user_id: Optional[str]
+    outcome: Optional[str]
+
+
+# A 3PID login left to Synapse's own lookup, or not one this module can read.
+NOT_OURS = Attempt(None, None)
+
+
 class RestAuthProvider:
     """Checks passwords with the identity service (ma1sd or a REST identity
     store), registers first-time users and keeps their display name and 3PIDs
@@ -54,7 +67,7 @@ class RestAuthProvider:
         self._api = api
         self._config = config
         self._compat = SynapseCompat(api)
-        self._backend = make_backend(config, Transport(config))
+        self._backend = make_backend(config, Transport(config, deferred_adapter=make_deferred_yieldable))
         metrics.backend_info.labels(backend=self._backend.kind).set(1)
         per_second, burst_count = self._compat.failed_login_limit() or DEFAULT_FAILED_ATTEMPTS
         self._failures = FailureLimiter(per_second, burst_count)
@@ -113,8 +126,11 @@ class RestAuthProvider:
 
     @staticmethod
     def parse_config(config: Any) -> ProviderConfig:
-        """Returns the validated config; raises ConfigError naming the bad key."""
-        return parse_config(config)
+        """Returns the validated config; raises Synapse's ConfigError naming the bad key."""
+        try:
+            return parse_config(config)
+        except ConfigProblem as e:
+            raise config_error(e.message, e.path) from None
 
     # -- legacy ``password_providers:`` interface (looked up by name) ---------
 
@@ -146,6 +162,9 @@ class RestAuthProvider:
         return (user_id, None) if user_id is not None else None
 
     # -- the logic -------------------------------------------------------------
+    #
+    # Each login path returns an Attempt saying how it ended; _counted() is
+    # the one place that counts it in rest_auth_provider_logins_total.
 
     async def authenticate(self, username: Any, password: Any) -> Optional[str]:
         """Returns the canonical user ID when ma1sd accepts ``password`` for
@@ -153,16 +172,33 @@ class RestAuthProvider:
 
         Never raises: Synapse before 1.46 turns an exception into HTTP 500.
         """
-        try:
-            return await self._authenticate(username, password)
-        except Exception:
-            metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
-            logger.exception("Login refused: unexpected error in rest_auth_provider")
-            return None
+        return await self._counted(self._authenticate(username, password), "Login refused")
 
-    async def _authenticate(
-        self, username: Any, password: Any, threepid: Optional[Tuple[str, str]] = None
-    ) -> Optional[str]:
+    async def authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Optional[str]:
+        """Returns the user ID for a login by email or phone number that
+        Synapse does not know locally, when ma1sd maps it to one of our users
+        and accepts the password; else None. Never raises."""
+        return await self._counted(self._authenticate_threepid(medium, address, password), "3PID login refused")
+
+    async def _counted(self, attempt: Awaitable[Attempt], refused: str) -> Optional[str]:
+        """Returns the user ID ``attempt`` logs in, or None; counts its outcome.
+
+        An exception is logged (after ``refused``) and counts as a failure on
+        Synapse's side: the login paths catch the identity backend's
+        BackendError themselves.
+        """
+        try:
+            result = await attempt
+        except Exception:
+            logger.exception("%s: unexpected error in rest_auth_provider", refused)
+            result = Attempt(None, metrics.SYNAPSE_ERROR)
+        if result.outcome is not None:
+            metrics.logins.labels(outcome=result.outcome).inc()
+        return result.user_id
+
+    async def _authenticate(self, username: Any, password: Any, threepid: Optional[Tuple[str, str]] = None) -> Attempt:
+        """Returns how a password login as ``username`` ended (``threepid``:
+        the address it was made with, counted by the failed-attempt limit too)."""
         problem = password_problem(password)
         if problem is not None:
             return self._refuse_locally(username, problem)
@@ -190,61 +226,47 @@ class RestAuthProvider:
         try:
             reply = await self._backend.check_password(user_id, password)
         except BackendError as e:
-            metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
             logger.warning(
                 "Login refused for %s: %s at %s failed: %s", user_id, self._backend.name, self._config.endpoint, e
             )
-            return None
+            return Attempt(None, metrics.BACKEND_ERROR)
         if not reply.success:
             for key in keys:
                 self._failures.record_failure(key)
-            metrics.logins.labels(outcome=metrics.BAD_CREDENTIALS).inc()
             logger.info("Login refused for %s: %s rejected the credentials", user_id, self._backend.name)
-            return None
+            return Attempt(None, metrics.BAD_CREDENTIALS)
 
         new_account = False
         if existing is None:
             registered, new_account = await self._provisioner.register(name.localpart, user_id, reply.display_name)
-            if registered is None:
-                metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
-                return None
+            if registered is None:  # the provisioner has logged why
+                return Attempt(None, metrics.SYNAPSE_ERROR)
             user_id = registered
         await self._provisioner.sync(user_id, reply, new_account)
-        metrics.logins.labels(outcome=metrics.SUCCESS).inc()
         logger.info("Login accepted for %s%s", user_id, " (new account)" if new_account else "")
-        return user_id
+        return Attempt(user_id, metrics.SUCCESS)
 
-    def _refuse_locally(self, who: Any, reason: str) -> Optional[str]:
-        """Logs and counts a login refused without asking ma1sd; returns None."""
-        metrics.logins.labels(outcome=metrics.REFUSED_LOCALLY).inc()
+    def _refuse_locally(self, who: Any, reason: str) -> Attempt:
+        """Logs a login refused without asking ma1sd; returns its Attempt."""
         logger.info("Login refused for %s without asking %s: %s", printable(who, 100), self._backend.name, reason)
-        return None
+        return Attempt(None, metrics.REFUSED_LOCALLY)
 
-    async def authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Optional[str]:
-        """Returns the user ID for a login by email or phone number that
-        Synapse does not know locally, when ma1sd maps it to one of our users
-        and accepts the password; else None. Never raises."""
-        try:
-            return await self._authenticate_threepid(medium, address, password)
-        except Exception:
-            metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
-            logger.exception("3PID login refused: unexpected error in rest_auth_provider")
-            return None
-
-    async def _authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Optional[str]:
+    async def _authenticate_threepid(self, medium: Any, address: Any, password: Any) -> Attempt:
+        """Returns how a login by email or phone number ended; NOT_OURS when
+        it is Synapse's to answer or not a 3PID this module can read."""
         if not isinstance(medium, str) or not isinstance(address, str):
-            return None
+            return NOT_OURS
         raw_medium, raw_address = medium, address
         canonical = canonical_threepid(medium, address)
         if canonical is None:
-            return None
+            return NOT_OURS
         medium, address = canonical
         owner = await self._compat.get_threepid_owner(medium, address)
         if owner is not None and (medium, address) == (raw_medium, raw_address):
             # Synapse asks password modules first, then looks the address up
             # itself, as it was sent, and calls check_auth for its owner:
             # answering here too would check the password twice.
-            return None
+            return NOT_OURS
         shown = "%s %s" % (medium, printable(address, 100))
         problem = password_problem(password)
         if problem is not None:
@@ -259,16 +281,14 @@ class RestAuthProvider:
         try:
             mxid = await self._backend.lookup_threepid(medium, address, self._compat.server_name)
         except BackendError as e:
-            metrics.logins.labels(outcome=metrics.BACKEND_ERROR).inc()
             logger.warning(
                 "Login by %s refused: %s lookup at %s failed: %s", medium, self._backend.name, self._config.endpoint, e
             )
-            return None
+            return Attempt(None, metrics.BACKEND_ERROR)
         if mxid is None:
             self._failures.record_failure(("3pid",) + canonical)
-            metrics.logins.labels(outcome=metrics.BAD_CREDENTIALS).inc()
             logger.info("Login by %s refused: %s knows no user for it", shown, self._backend.name)
-            return None
+            return Attempt(None, metrics.BAD_CREDENTIALS)
         if not mxid.startswith("@"):
             return self._refuse_locally(mxid, "the lookup answered something that is not a user ID")
         return await self._authenticate(mxid, password, canonical)

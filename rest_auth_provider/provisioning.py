@@ -7,19 +7,25 @@ Policies (the old provider's keys and defaults):
 * ``policy.all.threepid.update`` - add ma1sd's email and msisdn 3PIDs;
 * ``policy.all.threepid.replace`` - remove local 3PIDs ma1sd no longer lists.
 
+The rules are :mod:`rest_auth_provider.syncplan`'s (which ``check --user``
+prints too); this module reads the account, applies the plan and logs.
 What a login found already in step is remembered for
 ``profile_recheck_interval`` seconds (see :mod:`rest_auth_provider.memo`).
 """
 
 import logging
-from typing import Any, Optional, Set, Tuple
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from rest_auth_provider import metrics
-from rest_auth_provider._compat import SynapseCompat
 from rest_auth_provider.config import PolicyConfig
 from rest_auth_provider.memo import SyncMemo
-from rest_auth_provider.response import AuthReply, canonical_threepid, untrusted_threepid_reason
+from rest_auth_provider.response import AuthReply
 from rest_auth_provider.safetext import printable
+from rest_auth_provider.syncplan import AccountState, ThreePidKey, WantedProfile, plan_sync, wanted_profile
+
+if TYPE_CHECKING:  # only the provider imports _compat (and so Synapse)
+    from rest_auth_provider._compat import SynapseCompat
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +37,7 @@ _THREEPIDS = "threepids"
 class Provisioner:
     """Registers new users and syncs display names and 3PIDs."""
 
-    def __init__(self, api: Any, compat: SynapseCompat, policy: PolicyConfig, memo: SyncMemo, source: str = "ma1sd"):
+    def __init__(self, api: Any, compat: "SynapseCompat", policy: PolicyConfig, memo: SyncMemo, source: str = "ma1sd"):
         """``source`` names the identity service in log lines ("ma1sd", "the REST store")."""
         self._source = source
         self._api = api
@@ -46,7 +52,8 @@ class Provisioner:
         created it (False when a concurrent login won the race). The ID is None
         when the account could not be created.
         """
-        name = display_name if self._policy.registration_profile_name else None
+        wanted = wanted_profile(AuthReply(success=True, display_name=display_name), self._policy)
+        name = plan_sync(wanted, AccountState(exists=False)).display_name
         try:
             created_id = await self._api.register_user(localpart, displayname=name)
         except Exception as e:
@@ -68,76 +75,77 @@ class Provisioner:
         self._memo.forget_user(user_id)
 
     async def sync(self, user_id: str, reply: AuthReply, new_account: bool) -> None:
-        """Applies ma1sd's profile to the account as the policies say.
+        """Applies ma1sd's profile to the account as the policies say (see
+        :mod:`rest_auth_provider.syncplan`).
 
         Never raises: the password was right, so a failed profile write is
         logged and the login goes on; the next login tries again.
         """
-        if not new_account and self._policy.login_profile_name and reply.display_name is not None:
+        try:
+            wanted = wanted_profile(reply, self._policy)
+        except Exception as e:
+            logger.warning("Could not update the 3PIDs of %s: %s", user_id, _error_text(e))
+            return
+        if not new_account and wanted.login_display_name is not None:
             try:
-                await self._sync_display_name(user_id, reply.display_name)
+                await self._sync_display_name(user_id, wanted)
             except Exception as e:
                 logger.warning("Could not update the display name of %s: %s", user_id, _error_text(e))
-        if self._policy.threepid_update and reply.three_pids is not None:
+        if wanted.threepids is not None:
             try:
-                await self._sync_threepids(user_id, reply, new_account)
+                await self._sync_threepids(user_id, wanted, new_account)
             except Exception as e:
                 logger.warning("Could not update the 3PIDs of %s: %s", user_id, _error_text(e))
 
-    async def _sync_display_name(self, user_id: str, name: str) -> None:
+    async def _sync_display_name(self, user_id: str, wanted: WantedProfile) -> None:
+        name = wanted.login_display_name
         if self._memo.is_fresh(_DISPLAY_NAME, user_id, name):
             metrics.profile_reads_skipped.labels(kind="displayname").inc()
             return
         current = await self._compat.get_displayname(user_id)
-        if current != name:
-            await self._compat.set_displayname(user_id, name)
+        plan = plan_sync(wanted, AccountState(exists=True, display_name=current))
+        if plan.display_name is not None:
+            await self._compat.set_displayname(user_id, plan.display_name)
             metrics.profile_writes.labels(kind="displayname").inc()
             logger.info("Updated the display name of %s from %s", user_id, self._source)
         self._memo.remember(_DISPLAY_NAME, user_id, name)
 
-    async def _sync_threepids(self, user_id: str, reply: AuthReply, new_account: bool) -> None:
-        assert reply.three_pids is not None
-        wanted: Set[Tuple[str, str]] = set()
-        in_step = True
-        for pid in reply.three_pids:
-            canonical = canonical_threepid(pid.medium, pid.address)
-            if canonical is None:
+    async def _sync_threepids(self, user_id: str, wanted: WantedProfile, new_account: bool) -> None:
+        for item in wanted.ignored:
+            if item.untrusted:
+                logger.warning(
+                    "Not adding %s %s to %s: %s", item.medium, printable(item.address, 100), user_id, item.reason
+                )
+            else:
                 logger.info(
                     "Ignoring a 3PID of medium '%s' from %s for %s: only email and msisdn are kept, "
                     "and only usable addresses",
-                    printable(pid.medium, 40),
+                    printable(item.medium, 40),
                     self._source,
                     user_id,
                 )
-                continue
-            untrusted = untrusted_threepid_reason(pid.medium, pid.address)
-            if untrusted is not None:
-                # ma1sd's list proves nothing about the mailbox: an address that
-                # only becomes canonical by Unicode folding may be someone else's.
-                logger.warning(
-                    "Not adding %s %s to %s: %s", pid.medium, printable(pid.address, 100), user_id, untrusted
-                )
-                in_step = False
-                continue
-            wanted.add(canonical)
-
-        if not wanted and not self._policy.threepid_replace:
+        if not wanted.needs_threepids:
             return  # nothing to add, nothing may be removed: no need to read
-        confirmed = frozenset(wanted)
+        confirmed = wanted.threepid_set
         if self._memo.is_fresh(_THREEPIDS, user_id, confirmed):
             metrics.profile_reads_skipped.labels(kind="threepids").inc()
             return
         # An account this login has just created has no 3PIDs yet (the atomic
         # claim below still guards against a concurrent login adding one).
-        stored = [] if new_account else await self._compat.get_threepids(user_id)
-        have = {canonical_threepid(m, a) or (m, a): (m, a) for m, a in stored}
+        stored = () if new_account else tuple(await self._compat.get_threepids(user_id))
+        state = AccountState(exists=True, threepids=stored)
+        plan = plan_sync(wanted, state)
 
-        for medium, address in sorted(wanted - set(have)):
+        # The claim is the lookup of who holds an address: atomic, and made
+        # only for the 3PIDs the account lacks.
+        taken: Dict[ThreePidKey, Optional[str]] = {}
+        for medium, address in plan.threepids_add:
             added, owner = await self._compat.add_threepid(user_id, medium, address)
             if added:
                 metrics.profile_writes.labels(kind="threepid_add").inc()
                 logger.info("Added the %s %s to %s from %s", medium, printable(address, 100), user_id, self._source)
             elif owner != user_id:
+                taken[(medium, address)] = owner
                 logger.warning(
                     "Not adding %s %s to %s: it already belongs to %s",
                     medium,
@@ -145,21 +153,18 @@ class Provisioner:
                     user_id,
                     owner or "another account",
                 )
-                in_step = False
 
-        if self._policy.threepid_replace:
-            for key in sorted(set(have) - wanted):
-                medium, address = have[key]
-                await self._compat.delete_threepid(user_id, medium, address)
-                metrics.profile_writes.labels(kind="threepid_remove").inc()
-                logger.info(
-                    "Removed the %s %s from %s: %s no longer lists it",
-                    medium,
-                    printable(address, 100),
-                    user_id,
-                    self._source,
-                )
-        if in_step:
+        for medium, address in plan.threepids_remove:
+            await self._compat.delete_threepid(user_id, medium, address)
+            metrics.profile_writes.labels(kind="threepid_remove").inc()
+            logger.info(
+                "Removed the %s %s from %s: %s no longer lists it",
+                medium,
+                printable(address, 100),
+                user_id,
+                self._source,
+            )
+        if plan_sync(wanted, replace(state, taken=taken)).threepids_in_step:
             # A 3PID held by another account is not remembered, so that its
             # WARNING shows at every login until someone resolves it.
             self._memo.remember(_THREEPIDS, user_id, confirmed)

@@ -14,7 +14,7 @@ verified. Request bodies are never logged: they hold passwords.
 import json
 import logging
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, cast
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Type, cast
 
 import treq.client
 from hyperlink import URL as _HyperlinkURL
@@ -40,12 +40,23 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IPoli
 from zope.interface import implementer
 
 from rest_auth_provider import __version__, metrics
-from rest_auth_provider._compat import make_deferred_yieldable
 from rest_auth_provider.config import ProviderConfig, read_header_file
 from rest_auth_provider.response import MalformedReply, decode_json
 from rest_auth_provider.safetext import shown_url
 
 logger = logging.getLogger(__name__)
+
+# Wraps the Deferred of each request before it is awaited: inside Synapse,
+# make_deferred_yieldable (so that log contexts stay right); elsewhere nothing.
+DeferredAdapter = Callable[["defer.Deferred[Any]"], "defer.Deferred[Any]"]
+
+try:  # Twisted checks the server's name with service_identity (Synapse requires it).
+    from service_identity import VerificationError
+
+    # What a handshake fails with when the certificate is not for the host.
+    HOST_NAME_ERRORS: Tuple[Type[Exception], ...] = (VerificationError,)
+except ImportError:  # pragma: no cover - Twisted then skips the name check, and says so
+    HOST_NAME_ERRORS = ()
 
 # Idle connections are dropped well before common server-side keep-alive
 # limits (nginx: 75 s), so a reused connection is rarely stale.
@@ -113,7 +124,7 @@ class _BodyCollector(Protocol):
 
     def _cancel(self, _: "defer.Deferred[bytes]") -> None:
         if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
+            self.transport.stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self.finished.called:
@@ -201,8 +212,13 @@ def _read_file(path: str) -> bytes:
         return f.read()
 
 
-def _tls_policy(config: ProviderConfig) -> _VerifyingTlsPolicy:
-    """Returns the TLS policy; reads certificate files (at start-up only)."""
+def tls_policy(config: ProviderConfig) -> _VerifyingTlsPolicy:
+    """Returns the TLS policy of ``config``'s ``tls`` section, which every https
+    connection of the module and of ``check`` uses; reads the certificate
+    files (at start-up only).
+
+    Raises OSError, ValueError or OpenSSL's errors when a file cannot be used.
+    """
     trust_root: Any = ssl.platformTrust()
     if config.tls.ca_file:
         pem = _read_file(config.tls.ca_file)
@@ -248,7 +264,7 @@ def _describe_failure(exc: BaseException, timeout: float) -> str:
 def _is_tls_failure(reason: Failure) -> bool:
     from OpenSSL import SSL
 
-    return bool(reason.check(SSL.Error))
+    return bool(reason.check(SSL.Error, *HOST_NAME_ERRORS))
 
 
 def _retryable(exc: BaseException, method: str, reused_connection: bool) -> bool:
@@ -416,14 +432,29 @@ class _AsciiUrl(_HyperlinkURL):
         return text
 
 
-class Transport:
-    """Sends HTTP requests to the backend; shared by both backends."""
+def _unchanged(d: "defer.Deferred[Any]") -> "defer.Deferred[Any]":
+    return d
 
-    def __init__(self, config: ProviderConfig, reactor: Optional[IReactorTime] = None) -> None:
+
+class Transport:
+    """Sends HTTP requests to the backend; shared by both backends.
+
+    ``deferred_adapter`` wraps each request's Deferred before it is awaited
+    (Synapse passes its ``make_deferred_yieldable``); None leaves it as it is.
+    """
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        reactor: Optional[IReactorTime] = None,
+        *,
+        deferred_adapter: Optional[DeferredAdapter] = None,
+    ) -> None:
+        self._yieldable: DeferredAdapter = deferred_adapter or _unchanged
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
-            reactor = global_reactor  # type: ignore[assignment]
+            reactor = global_reactor
         self._reactor: Any = reactor
         self._config = config
         self._timeout = config.timeout
@@ -432,7 +463,7 @@ class Transport:
         self._pool.cachedConnectionTimeout = _IDLE_CONNECTION_SECONDS
         self._pool.retryAutomatically = False
         agent = Agent.usingEndpointFactory(
-            self._reactor, _Endpoints(self._reactor, _tls_policy(config), config.timeout), pool=self._pool
+            self._reactor, _Endpoints(self._reactor, tls_policy(config), config.timeout), pool=self._pool
         )
         self._http = HTTPClient(
             cast(Any, _IdentityEncodingAgent(agent)),
@@ -500,7 +531,7 @@ class Transport:
 
         timer = self._reactor.callLater(self._timeout, expire)
         try:
-            reply = await make_deferred_yieldable(d)
+            reply: HttpReply = await self._yieldable(d)
         except Exception as e:
             logger.debug("%s %s failed after %.0f ms: %r", method, shown_url(url), self._elapsed_ms(started), e)
             if deadline.expired:

@@ -23,11 +23,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 CHECK_PATH = "/_matrix-internal/identity/v1/check_credentials"
 LOOKUP_PATH = "/_matrix/identity/api/v1/lookup"
+
+# The fake's own class (FakeMa1sd or a subclass), returned by start() and ``with``.
+_Fake = TypeVar("_Fake", bound="FakeMa1sd")
 
 
 @dataclass
@@ -125,7 +128,7 @@ class FakeMa1sd:
         scheme = "https" if self._tls else "http"
         return "%s://127.0.0.1:%d" % (scheme, self.port)
 
-    def start(self, port: int = 0) -> "FakeMa1sd":
+    def start(self: _Fake, port: int = 0) -> _Fake:
         fake = self
 
         class Server(ThreadingHTTPServer):
@@ -185,7 +188,7 @@ class FakeMa1sd:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeMa1sd":
+    def __enter__(self: _Fake) -> _Fake:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

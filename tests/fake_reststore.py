@@ -65,7 +65,8 @@ class FakeRestStore(FakeMa1sd):
         self.id_override.clear()
 
     def refusal_reply(self) -> Dict[str, Any]:
-        return json.loads(json.dumps(ZERO_REPLY))  # type: ignore[no-any-return]
+        reply: Dict[str, Any] = json.loads(json.dumps(ZERO_REPLY))
+        return reply
 
     def store_id(self, user_id: str) -> Dict[str, str]:
         """Returns the ``id`` the store answers for a user of its directory."""

@@ -10,9 +10,13 @@ anything anywhere.
    database is still on (the "back door").
 2. Probes the endpoint: DNS, TCP connect, TLS (certificate subject and expiry),
    then a ``check_credentials`` call for a made-up user that cannot exist.
-3. With ``--user``: asks ma1sd about that user's password (read without echo,
-   or from stdin) and shows what a login would do: accepted or not, display
-   name, 3PIDs. The password is never printed or logged.
+3. With ``--user``: the name as a login takes it (user name, user ID, email
+   address or phone number, the last two looked up as a first login does);
+   asks ma1sd about that user's password (read without echo, or from stdin)
+   and shows what a login would do: accepted or not, display name, 3PIDs.
+   The password is never printed or logged.
+
+``rest-auth-provider --version`` prints the module's and Synapse's versions.
 
 Exit codes:
 
@@ -34,7 +38,7 @@ Exit codes:
 import argparse
 import logging
 import sys
-from typing import NoReturn, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from rest_auth_provider import __version__
 from rest_auth_provider.cli.configfiles import ConfigFailure, load_and_validate
@@ -48,6 +52,7 @@ from rest_auth_provider.cli.report import (
     EXIT_USAGE,
     FAIL,
     Report,
+    versions_text,
 )
 from rest_auth_provider.cli.user import resolve_user
 from rest_auth_provider.safetext import printable
@@ -61,12 +66,25 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, "%s: error: %s\n" % (self.prog, printable(message, 1000)))
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: prints the versions and exits 0 (Synapse is imported only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "print the module's and the installed Synapse's versions, and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(versions_text(), flush=True)
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the command line parser."""
     parser = _ArgumentParser(
         prog="rest-auth-provider",
         description="Tools for the rest_auth_provider Synapse module (%s)." % __version__,
     )
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     check = commands.add_parser(
@@ -86,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="a Synapse config file, or a directory of *.yaml files; repeat as for Synapse (later files win)",
     )
-    check.add_argument("--user", metavar="NAME", help="also check this user's password (user name or @user:server)")
+    check.add_argument(
+        "--user",
+        metavar="NAME",
+        help="also check this user's password: a user name, @user:server, an email address or a phone number "
+        "(+ and the country code), as a login takes them",
+    )
     check.add_argument(
         "--password-stdin",
         action="store_true",
@@ -102,12 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check(args: argparse.Namespace) -> int:
     """Runs ``check``; returns its exit code."""
     report = Report(args.json)
-    report.line(
-        "",
-        "check",
-        "rest_auth_provider %s, Synapse %s, Python %s"
-        % (__version__, report.data["synapse_version"] or "(not installed)", sys.version.split()[0]),
-    )
+    report.line("", "check", versions_text())
     try:
         _, config, transport = load_and_validate(args.config_paths, report)
     except ConfigFailure as e:

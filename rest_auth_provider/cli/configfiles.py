@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import yaml
 
 from rest_auth_provider.cli.report import OK, WARN, Report, exception_text
-from rest_auth_provider.config import ProviderConfig, parse_config
+from rest_auth_provider.config import ConfigProblem, ProviderConfig, parse_config
 from rest_auth_provider.safetext import printable
 from rest_auth_provider.transport import Transport
 
@@ -104,21 +104,6 @@ def _block_name(section: str, index: int) -> str:
     return "%s.<item %d>" % (section, index)
 
 
-def config_error_location(e: BaseException) -> Tuple[str, str]:
-    """Returns (dotted path starting with ``config``, message) of a ConfigError from parse_config.
-
-    New Synapse keeps the path in ``e.path``; Synapse before 1.2x has it in the message.
-    """
-    path = getattr(e, "path", None)
-    message = getattr(e, "msg", None) or str(e)
-    if path:
-        return "config." + ".".join(str(p) for p in path), str(message)
-    match = re.match(r"rest_auth_provider: (config(?:\.[^:]*)?): (.*)\Z", str(message), re.S)
-    if match:
-        return match.group(1), match.group(2)
-    return "config", str(message)
-
-
 def check_back_door(merged: Dict[str, Any], report: Report) -> None:
     """Warns when Synapse's own password database still accepts passwords."""
     password_config = merged.get("password_config")
@@ -158,10 +143,9 @@ def load_and_validate(paths: Sequence[str], report: Report) -> Tuple[Dict[str, A
         )
     try:
         config = parse_config(block.get("config"))
-    except Exception as e:
-        # parse_config's messages show the config's values and keys escaped already.
-        path, message = config_error_location(e)
-        raise ConfigFailure("%s.%s: %s" % (name, path, message)) from None
+    except ConfigProblem as e:
+        # "config.<path>: <message>", the config's keys and values escaped already.
+        raise ConfigFailure("%s.%s" % (name, e)) from None
     try:
         transport = Transport(config)
     except Exception as e:

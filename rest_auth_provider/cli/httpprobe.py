@@ -3,7 +3,7 @@ through the module's own transport (its headers, TLS policy, size cap and timeou
 
 import time
 import uuid
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, task
 
@@ -13,7 +13,7 @@ from rest_auth_provider.cli.user import check_user
 from rest_auth_provider.config import ProviderConfig
 from rest_auth_provider.response import MalformedReply, decode_json, parse_check_credentials, parse_rest_auth
 from rest_auth_provider.safetext import printable, redact_url, shown_url
-from rest_auth_provider.transport import BackendError, Transport
+from rest_auth_provider.transport import BackendError, HttpReply, Transport
 
 # A user that cannot exist anywhere (".invalid" is reserved, RFC 2606) and a
 # password that is no one's secret: the probe asks ma1sd about them.
@@ -73,29 +73,52 @@ def classify_probe_reply(status: int, body: bytes) -> Tuple[bool, str, Optional[
 async def probe_http(transport: Transport, config: ProviderConfig, report: Report) -> bool:
     """Returns True when the check_credentials URL answers the probe user like ma1sd."""
     url = config.check_credentials_url
-    shown = shown_url(url)
     body = {"user": {"id": PROBE_USER_ID, "password": PROBE_PASSWORD}}
+    sent = await _post_probe(transport, report, "check_credentials", url, body)
+    if sent is None:
+        return False
+    reply, elapsed = sent
+    ok, explanation, errcode = classify_probe_reply(reply.status, reply.body)
+    _report_probe(report, url, PROBE_USER_ID, reply, elapsed, ok, explanation, ma1sd_like=ok, errcode=errcode)
+    return ok
+
+
+async def _post_probe(
+    transport: Transport, report: Report, endpoint: str, url: str, body: Dict[str, Any]
+) -> Optional[Tuple[HttpReply, float]]:
+    """Returns the probe's reply and how long it took in seconds; None (after
+    reporting why) when no reply came."""
     started = time.monotonic()
     try:
-        reply = await transport.request("check_credentials", "POST", url, json_body=body)
+        reply = await transport.request(endpoint, "POST", url, json_body=body)
     except BackendError as e:
         report.data["probe"]["http"] = {"ok": False, "url": redact_url(url), "status": None, "error": str(e)}
-        report.line(FAIL, "http", "POST %s: %s" % (shown, printable(str(e))))
-        return False
-    elapsed = time.monotonic() - started
-    ok, explanation, errcode = classify_probe_reply(reply.status, reply.body)
+        report.line(FAIL, "http", "POST %s: %s" % (shown_url(url), printable(str(e))))
+        return None
+    return reply, time.monotonic() - started
+
+
+def _report_probe(
+    report: Report,
+    url: str,
+    user_id: str,
+    reply: HttpReply,
+    elapsed: float,
+    ok: bool,
+    explanation: str,
+    **fields: Any,
+) -> None:
+    """Records the probe's result (``fields``: the backend's own JSON fields) and prints it."""
     report.data["probe"]["http"] = {
         "ok": ok,
         "url": redact_url(url),
         "status": reply.status,
         "ms": round(elapsed * 1000, 1),
-        "ma1sd_like": ok,
-        "errcode": errcode,
+        **fields,
         "detail": explanation,
     }
-    report.line("", "http", "POST %s for %s" % (shown, PROBE_USER_ID))
+    report.line("", "http", "POST %s for %s" % (shown_url(url), printable(user_id)))
     report.line(OK if ok else FAIL, "http", "%s (%s)" % (explanation, format_ms(elapsed)))
-    return ok
 
 
 def classify_rest_probe_reply(status: int, body: bytes, domain: str) -> Tuple[bool, str]:
@@ -135,7 +158,6 @@ async def probe_rest_store(transport: Transport, config: ProviderConfig, report:
     """Returns True when the store's auth/login URL answers the probe user
     like a REST identity store serving Synapse's domain."""
     url = config.rest_auth_url
-    shown = shown_url(url)
     domain = report.data.get("server_name")
     if not isinstance(domain, str) or not domain:
         report.data["probe"]["http"] = {"ok": False, "url": redact_url(url), "status": None, "error": "no server_name"}
@@ -145,25 +167,12 @@ async def probe_rest_store(transport: Transport, config: ProviderConfig, report:
     body = {
         "auth": {"mxid": user_id, "localpart": REST_PROBE_LOCALPART, "domain": domain, "password": uuid.uuid4().hex}
     }
-    started = time.monotonic()
-    try:
-        reply = await transport.request("auth_login", "POST", url, json_body=body)
-    except BackendError as e:
-        report.data["probe"]["http"] = {"ok": False, "url": redact_url(url), "status": None, "error": str(e)}
-        report.line(FAIL, "http", "POST %s: %s" % (shown, printable(str(e))))
+    sent = await _post_probe(transport, report, "auth_login", url, body)
+    if sent is None:
         return False
-    elapsed = time.monotonic() - started
+    reply, elapsed = sent
     ok, explanation = classify_rest_probe_reply(reply.status, reply.body, domain)
-    report.data["probe"]["http"] = {
-        "ok": ok,
-        "url": redact_url(url),
-        "status": reply.status,
-        "ms": round(elapsed * 1000, 1),
-        "store_like": ok,
-        "detail": explanation,
-    }
-    report.line("", "http", "POST %s for %s" % (shown, printable(user_id)))
-    report.line(OK if ok else FAIL, "http", "%s (%s)" % (explanation, format_ms(elapsed)))
+    _report_probe(report, url, user_id, reply, elapsed, ok, explanation, store_like=ok)
     return ok
 
 

@@ -1,8 +1,11 @@
 """Findings and results of ``check``: exit codes, the Report that prints them
 as text lines or one JSON object, and small formatting helpers."""
 
+import importlib.util
 import json
-from typing import Any, Dict, List, Optional
+import sys
+from importlib import metadata as importlib_metadata
+from typing import Any, Dict, List, Optional, Sequence
 
 from rest_auth_provider import __version__
 from rest_auth_provider.safetext import printable
@@ -26,6 +29,17 @@ OK = "OK"
 WARN = "WARN"
 FAIL = "FAIL"
 
+# The documented fields of ``--json`` (docs/check.md) below the top level:
+# each is always there, null when its step was not reached.
+USER_FIELDS = ("name", "user_id", "threepid", "registrable", "checked", "accepted", "ms", "error", "login")
+PROBE_FIELDS: Dict[str, Sequence[str]] = {
+    "dns": ("ok", "host", "addresses", "ms", "error"),
+    "tcp": ("ok", "address", "port", "ms", "error"),
+    "tls": ("ok", "version", "verified_with", "ms", "certificate", "error"),
+    "http": ("ok", "url", "status", "ms", "ma1sd_like", "errcode", "detail", "error"),
+}
+REST_HTTP_FIELDS = ("ok", "url", "status", "ms", "store_like", "detail", "error")
+
 
 class Report:
     """Collects findings and structured results; prints text lines as they come unless JSON is wanted."""
@@ -41,7 +55,7 @@ class Report:
             "server_name": None,
             "settings": None,
             "localdb_enabled": None,
-            "probe": {},
+            "probe": {step: None for step in PROBE_FIELDS},
             "user": None,
         }
 
@@ -59,12 +73,36 @@ class Report:
         if not self.as_json:
             print(("%-4s  %-9s  %s" % (status, check, message)).rstrip(), flush=True)
 
+    def start_user(self, name: str) -> Dict[str, Any]:
+        """Returns the ``user`` object of the JSON output, every field null but
+        ``name`` and ``checked`` (false)."""
+        user: Dict[str, Any] = dict.fromkeys(USER_FIELDS)
+        user.update(name=name, checked=False)
+        self.data["user"] = user
+        return user
+
+    def completed_data(self) -> Dict[str, Any]:
+        """Returns the JSON data with every documented field, null where its step was not reached."""
+        result = dict(self.data)
+        settings = result.get("settings")
+        rest = isinstance(settings, dict) and settings.get("backend") == "rest"
+        probe: Dict[str, Any] = {}
+        for step, fields in PROBE_FIELDS.items():
+            found = (result.get("probe") or {}).get(step)
+            if step == "http" and rest:
+                fields = REST_HTTP_FIELDS
+            probe[step] = None if found is None else dict(dict.fromkeys(fields), **found)
+        result["probe"] = probe
+        if result.get("user") is not None:
+            result["user"] = dict(dict.fromkeys(USER_FIELDS), **result["user"])
+        return result
+
     def finish(self, exit_code: int) -> None:
         """Prints the result line, or the whole JSON object."""
         warnings = [c["check"] + ": " + c["message"] for c in self.checks if c["status"] == WARN]
         errors = [c["check"] + ": " + c["message"] for c in self.checks if c["status"] == FAIL]
         if self.as_json:
-            result = dict(self.data)
+            result = self.completed_data()
             result.update(checks=self.checks, warnings=warnings, errors=errors, exit_code=exit_code)
             # ensure_ascii escapes every control character and lone surrogate.
             print(json.dumps(result, indent=2, ensure_ascii=True))
@@ -75,13 +113,27 @@ class Report:
         self.line(OK if exit_code == EXIT_OK else FAIL, "result", "%s: exit %d" % (meaning, exit_code))
 
 
+def versions_text() -> str:
+    """Returns the module's, Synapse's and Python's versions on one line."""
+    return "rest_auth_provider %s, Synapse %s, Python %s" % (
+        __version__,
+        _synapse_version() or "(not installed)",
+        sys.version.split()[0],
+    )
+
+
 def _synapse_version() -> Optional[str]:
-    """Returns the installed Synapse's version, or None when Synapse is not importable."""
+    """Returns the installed Synapse's version (from its package metadata, so
+    that Synapse is not imported), or None when ``import synapse`` would fail."""
     try:
-        import synapse
-    except ImportError:
+        if importlib.util.find_spec("synapse") is None:
+            return None
+    except (ImportError, ValueError):
         return None
-    return str(getattr(synapse, "__version__", "unknown"))
+    try:
+        return importlib_metadata.version("matrix-synapse")
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def format_ms(seconds: float) -> str:

@@ -6,7 +6,9 @@ port, with SQLite or PostgreSQL, waits for ``/_matrix/client/versions``,
 keeps its log for failure messages and always stops it.
 """
 
+import atexit
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,25 +17,28 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
 SERVER_NAME = "example.org"
 MODULE = "rest_auth_provider.RestAuthProvider"
 
+# The generated templates of this process, by (server name, python); each
+# holds a signing key and is removed when the process exits (remove_templates).
 _template_dirs: Dict[Any, Path] = {}
+_template_owner = os.getpid()
 
 
 def synapse_version() -> Tuple[int, ...]:
     """Returns the installed Synapse version as a tuple of ints, e.g. (1, 19, 3)."""
     import synapse
 
-    parts = []
-    for piece in synapse.__version__.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
+    # The newest releases say e.g. "1.163.2 (b=main,95939...)": only the leading numbers count.
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", synapse.__version__)
+    if match is None:
+        raise RuntimeError("unreadable Synapse version: %r" % synapse.__version__)
+    return tuple(int(part or 0) for part in match.groups())
 
 
 def supports_modules_style() -> bool:
@@ -50,10 +55,14 @@ def free_port() -> int:
 
 def _template(server_name: str, python: str = sys.executable) -> Path:
     """Returns a folder with a generated homeserver.yaml and signing key,
-    made once per process and server name (``--generate-config`` is slow)."""
+    made once per process and server name (``--generate-config`` is slow);
+    removed by :func:`remove_templates`, at the latest when the process exits."""
     if (server_name, python) in _template_dirs:
         return _template_dirs[(server_name, python)]
+    if not _template_dirs:
+        atexit.register(remove_templates)
     folder = Path(tempfile.mkdtemp(prefix="synapse-template-"))
+    _template_dirs[(server_name, python)] = folder
     cmd = [
         python,
         "-m",
@@ -65,11 +74,34 @@ def _template(server_name: str, python: str = sys.executable) -> Path:
         "--generate-config",
         "--report-stats=no",
     ]
-    result = subprocess.run(cmd, cwd=str(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180)
-    if result.returncode != 0:
-        raise RuntimeError("synapse --generate-config failed:\n%s" % result.stdout.decode(errors="replace"))
-    _template_dirs[(server_name, python)] = folder
+    try:
+        # In its own session, as Synapse runs: a Ctrl-C in the terminal goes
+        # to the caller (the demo, pytest), which stops things in order.
+        result = subprocess.run(
+            cmd,
+            cwd=str(folder),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=180,
+            start_new_session=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError("synapse --generate-config failed:\n%s" % result.stdout.decode(errors="replace"))
+    except BaseException:
+        del _template_dirs[(server_name, python)]
+        remove_tree(folder)
+        raise
     return folder
+
+
+def remove_templates() -> None:
+    """Removes the template folders (and their signing keys) this process
+    generated; the next :func:`_template` call makes a new one. Runs at exit."""
+    if os.getpid() != _template_owner:
+        return  # a forked child: the folders belong to its parent
+    while _template_dirs:
+        _, folder = _template_dirs.popitem()
+        remove_tree(folder)
 
 
 def module_block(style: str, config: Dict[str, Any]) -> Dict[str, Any]:
@@ -140,6 +172,8 @@ class SynapseServer:
         self._worker = worker
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._output: Any = None
+        # The config files of the last start, in the order Synapse reads them.
+        self.files: List[Path] = []
 
     @property
     def url(self) -> str:
@@ -197,6 +231,7 @@ class SynapseServer:
             worker_file = self.workdir / ("%s.yaml" % self.name)
             worker_file.write_text(yaml.safe_dump(worker))
             files.append(worker_file)
+        self.files = files
         return files
 
     def command(self) -> List[str]:
@@ -223,17 +258,23 @@ class SynapseServer:
             self.wait_until_ready(timeout)
         return self
 
-    def wait_until_ready(self, timeout: float = 120.0) -> None:
+    def wait_until_ready(self, timeout: float = 120.0, abort: Optional[Callable[[], bool]] = None) -> bool:
+        """Waits until the server answers; returns True then, or False as soon
+        as ``abort()`` is true (the server is left running: call stop()).
+        Raises RuntimeError when it exits (``exit_code`` says how) or does
+        not answer within ``timeout`` (then it is stopped)."""
         import requests
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if abort is not None and abort():
+                return False
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError("%s exited with %s:\n%s" % (self.name, self._proc.returncode, self.tail()))
             try:
                 r = requests.get(self.url + "/_matrix/client/versions", timeout=2)
                 if r.status_code == 200:
-                    return
+                    return True
             except requests.RequestException:
                 pass
             time.sleep(0.1)
@@ -268,6 +309,12 @@ class SynapseServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """Returns the exit code of a process that stopped by itself; None
+        while it runs, and after stop()."""
+        return self._proc.poll() if self._proc is not None else None
 
     def log_text(self) -> str:
         """Returns the whole log and console output written so far."""

@@ -97,7 +97,9 @@ def test_backend_that_hangs_is_403_within_the_timeout_while_synapse_answers(hs: 
 
     assert status == 403
     assert elapsed <= TIMEOUT + 1.0
-    assert len(probes) >= 10 and max(probes) < 0.5, probes
+    # A reactor blocked by the hanging call would hold a probe for the whole
+    # 3 s; half of that leaves room for a loaded CI machine's hiccups.
+    assert len(probes) >= 10 and max(probes) < TIMEOUT / 2, probes
     assert hs.client.profile(user.user_id).status_code == 404
     warnings = hs.module_warnings(mark)
     assert len(warnings) == 1 and "no complete answer within 3 s" in warnings[0], warnings
@@ -202,6 +204,11 @@ def test_startup_log_names_the_compatibility_branches(hs: Homeserver) -> None:
         "profile read via ModuleApi.get_profile_for_user": version >= (1, 39),
         "profile read via store.get_profile_displayname": version < (1, 39),
         "3PID read via ModuleApi.get_threepids_for_user": version >= (1, 39),
+        "3PID read via store.user_get_threepids": version < (1, 39),
+        "server name via ModuleApi.server_name": version >= (1, 53),
+        "server name via hs.hostname": version < (1, 53),
+        "process kind via ModuleApi.worker_app": version >= (1, 53),
+        "process kind via config.worker.worker_app": version < (1, 53),
         "account lookup via ModuleApi.get_userinfo_by_id, then ModuleApi.check_user_exists": version >= (1, 41),
         "account lookup via ModuleApi.check_user_exists": version < (1, 41),
         "deactivation check via ModuleApi.get_userinfo_by_id": version >= (1, 41),

@@ -253,6 +253,7 @@ def test_metrics_count_known_logins(secure: Homeserver) -> None:
     assert delta('rest_auth_provider_logins_total{outcome="bad_credentials"}') == 1
     assert delta('rest_auth_provider_logins_total{outcome="refused_locally"}') == 1
     assert delta('rest_auth_provider_logins_total{outcome="backend_error"}') == 1
+    assert delta('rest_auth_provider_logins_total{outcome="synapse_error"}') == 0
     assert delta("rest_auth_provider_registrations_total") == 1
     assert delta('rest_auth_provider_profile_writes_total{kind="threepid_add"}') == 1
     # The second login found ma1sd's email confirmed by the first one

@@ -56,6 +56,9 @@ class WorkerTopology:
     def start(self) -> "WorkerTopology":
         try:
             self.main.start()
+            # As in conftest.py: a new database's users_set_deactivated_flag
+            # update must not race the accounts the module creates.
+            self.main.wait_for_background_updates()
             for worker in self.workers:
                 worker.start(wait=False)
             for worker in self.workers:

@@ -7,13 +7,46 @@ in-memory account store. The private objects the compatibility layer uses
 the methods that layer may call.
 """
 
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from unittest.mock import AsyncMock, Mock
 
 from synapse.module_api import ModuleApi
 from twisted.internet import defer
 
 SERVER_NAME = "example.org"
+
+# The ModuleApi names the compatibility layer looks for that old releases lack.
+LATER_MODULE_API = frozenset(
+    {
+        "server_name",  # 1.53
+        "worker_app",  # 1.53
+        "get_profile_for_user",  # 1.39
+        "get_threepids_for_user",  # 1.39
+        "get_userinfo_by_id",  # 1.41
+        "register_third_party_rules_callbacks",
+        "register_cached_function",
+        "invalidate_cache",
+        "set_displayname",  # 1.76
+    }
+)
+
+
+def module_api_double(lacks: Iterable[str] = (), **attributes: Any) -> Mock:
+    """Returns ``Mock(spec=ModuleApi)`` posing as a Synapse without the names
+    in ``lacks`` (removed whichever Synapse is installed) and with
+    ``attributes`` set (``_hs``, ``_store``, ``_auth_handler``, or a public
+    name; one the installed Synapse is too old to have must be in
+    LATER_MODULE_API). Calls on attributes set as mocks, the private objects
+    included, are recorded in the double's ``mock_calls``."""
+    api = Mock(spec=ModuleApi)
+    for name in lacks:
+        assert name in LATER_MODULE_API, name
+        if hasattr(ModuleApi, name):
+            delattr(api, name)
+    for name, value in attributes.items():
+        assert name.startswith("_") or hasattr(ModuleApi, name) or name in LATER_MODULE_API, name
+        setattr(api, name, value)
+    return api
 
 
 class UserInUse(Exception):

@@ -2,7 +2,7 @@
 (the test moves the clock and plays the server's side of each connection)
 with a name resolver, which MemoryReactorClock lacks before Twisted 24.10."""
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IReactorPluggableNameResolver
@@ -10,7 +10,7 @@ from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IRea
 try:
     from twisted.internet.testing import MemoryReactorClock
 except ImportError:  # pragma: no cover - Twisted before 19.7
-    from twisted.test.proto_helpers import MemoryReactorClock  # type: ignore[no-redef]
+    from twisted.test.proto_helpers import MemoryReactorClock
 from zope.interface import implementer
 
 
@@ -48,7 +48,7 @@ class MemoryClock(MemoryReactorClock):
 
     def __init__(self) -> None:
         super().__init__()
-        self.nameResolver = _Loopback()
+        self.nameResolver = cast(IHostnameResolver, _Loopback())
 
     def installNameResolver(self, resolver: Any) -> Any:
         previous, self.nameResolver = self.nameResolver, resolver

@@ -3,7 +3,7 @@
 Pure figures in, PASS/MISS/n/a out: nothing is started.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 
@@ -40,7 +40,12 @@ def add(cells: Cells, provider: str, phase: str, delay: int, conc: int, **kwargs
     cells[cell_key(provider, phase, delay, conc)] = cell(provider, phase, delay, conc, **kwargs)
 
 
-def grid(providers: Optional[List[str]] = None, delays=(0, 200), concs=(1, 10, 50), runs: int = 5) -> Cells:
+def grid(
+    providers: Optional[List[str]] = None,
+    delays: Sequence[int] = (0, 200),
+    concs: Sequence[int] = (1, 10, 50),
+    runs: int = 5,
+) -> Cells:
     """Every provider equal to floor in every cell."""
     cells: Cells = {}
     for provider in providers or ["ours-ma1sd", "ours-rest", "floor"]:
@@ -68,7 +73,7 @@ def find(targets: List[Dict[str, Any]], backend: str, *words: str) -> Dict[str, 
 
 
 def statuses(targets: List[Dict[str, Any]], backend: str, *words: str) -> str:
-    return find(targets, backend, *words)["status"]
+    return str(find(targets, backend, *words)["status"])
 
 
 def test_every_target_per_backend_passes_when_ours_equals_floor() -> None:

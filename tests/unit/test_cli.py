@@ -485,12 +485,12 @@ def test_tls_trusted_with_ca_file(runner: Runner, certs: CertPaths, tmp_path: Pa
         result = check(runner, config, args=["--json"])
     report = result.json()
     assert report["exit_code"] == 0, result.output
-    tls = report["probe"]["tls"]
-    assert tls["ok"] is True
-    assert tls["verified_with"] == "tls.ca_file %s" % certs.ca_cert
-    assert "CN=127.0.0.1" in tls["certificate"]["subject"]
-    assert tls["certificate"]["days_left"] in (1, 2)
-    assert "127.0.0.1" in tls["certificate"]["names"]
+    shown = report["probe"]["tls"]
+    assert shown["ok"] is True
+    assert shown["verified_with"] == "tls.ca_file %s" % certs.ca_cert
+    assert "CN=127.0.0.1" in shown["certificate"]["subject"]
+    assert shown["certificate"]["days_left"] in (1, 2)
+    assert "127.0.0.1" in shown["certificate"]["names"]
     # The test certificates live two days: that deserves a warning, not a failure.
     assert [w for w in report["warnings"] if w.startswith("tls: expires ")] != []
     assert report["probe"]["http"]["ma1sd_like"] is True
@@ -823,3 +823,203 @@ def test_probe_tells_an_unreachable_rest_store(runner: Runner, tmp_path: Path) -
     result = check(runner, homeserver(tmp_path, {"endpoint": url, "backend": "rest", "timeout": 2}))
     assert result.code == 3, result.output
     assert "connection refused" in result.stdout
+
+
+# -- --user as a login takes it: emails and phone numbers ------------------------------------
+
+
+def test_user_by_email_is_looked_up_as_a_first_login_would(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
+    config = homeserver(tmp_path, {"endpoint": fake.url})
+    result = check(
+        runner, config, args=["--user", "Alice@Example.org"], stdin=ALICE_PASSWORD + "\n", secret=ALICE_PASSWORD
+    )
+    assert result.code == 0, result.output
+    assert any(
+        line.startswith("OK    lookup     email alice@example.org -> @alice:example.org (")
+        for line in result.lines("OK")
+    )
+    assert "OK    login      @alice:example.org: ma1sd accepted the credentials" in result.stdout
+    assert "@alice@example.org" not in result.stdout
+    assert [(r["medium"], r["address"]) for r in fake.lookups()] == [("email", "alice@example.org")]
+    checked = [(r["user_id"], r["password"]) for r in fake.requests_for(CHECK_PATH)]
+    assert checked == [(PROBE_USER_ID, PROBE_PASSWORD), (ALICE, ALICE_PASSWORD)]
+
+
+def test_user_by_phone_number_in_json(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
+    config = homeserver(tmp_path, {"endpoint": fake.url})
+    result = check(
+        runner, config, args=["--user", "+44 20 7946 0000", "--json"], stdin=ALICE_PASSWORD, secret=ALICE_PASSWORD
+    )
+    assert result.code == 0, result.output
+    user = result.json()["user"]
+    assert user["name"] == "+44 20 7946 0000"
+    assert user["threepid"] == {"medium": "msisdn", "address": "442079460000"}
+    assert (user["user_id"], user["accepted"], user["error"]) == (ALICE, True, None)
+    assert [(r["medium"], r["address"]) for r in fake.lookups()] == [("msisdn", "442079460000")]
+
+
+def test_unknown_email_is_refused_without_sending_the_password(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
+    config = homeserver(tmp_path, {"endpoint": fake.url})
+    result = check(
+        runner, config, args=["--user", "nobody@example.org", "--json"], stdin=ALICE_PASSWORD, secret=ALICE_PASSWORD
+    )
+    assert result.code == 4, result.output
+    report = result.json()
+    assert report["errors"] == ["lookup: email nobody@example.org: ma1sd knows no user for it (%s)" % _ms(report)]
+    user = report["user"]
+    assert (user["user_id"], user["accepted"], user["error"], user["login"]) == (
+        None,
+        False,
+        "no user for this email",
+        None,
+    )
+    assert [r["user_id"] for r in fake.requests_for(CHECK_PATH)] == [PROBE_USER_ID]
+
+
+def _ms(report: Dict[str, Any]) -> str:
+    """Returns the duration at the end of the first error, as printed."""
+    found = re.search(r"\(([^()]*ms)\)$", report["errors"][0])
+    assert found is not None, report["errors"]
+    return found.group(1)
+
+
+def test_email_with_lookups_turned_off_is_refused(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
+    config = homeserver(tmp_path, {"endpoint": fake.url, "threepid_login": {"enabled": False}})
+    result = check(runner, config, args=["--user", "alice@example.org"], stdin=ALICE_PASSWORD, secret=ALICE_PASSWORD)
+    assert result.code == 4, result.output
+    assert result.lines("FAIL")[0].startswith(
+        "FAIL  lookup     email alice@example.org: looking up emails and phone numbers is turned off"
+    )
+    assert fake.lookups() == []
+    assert [r["user_id"] for r in fake.requests_for(CHECK_PATH)] == [PROBE_USER_ID]
+
+
+def test_lookup_answering_another_server_is_refused(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
+    fake.add_user("@eve:elsewhere.org", "pw-eve-1", emails=("eve@example.org",))
+    try:
+        config = homeserver(tmp_path, {"endpoint": fake.url})
+        result = check(runner, config, args=["--user", "eve@example.org"], stdin="pw-eve-1", secret="pw-eve-1")
+    finally:
+        del fake.users["@eve:elsewhere.org"]
+    assert result.code == 4, result.output
+    assert any("email eve@example.org -> @eve:elsewhere.org" in line for line in result.lines("OK"))
+    assert "'@eve:elsewhere.org' would be refused without asking ma1sd: user ID on another server" in result.stdout
+    assert [r["user_id"] for r in fake.requests_for(CHECK_PATH)] == [PROBE_USER_ID]
+
+
+def test_user_by_email_with_the_rest_backend_asks_the_store(runner: Runner, store: Any, tmp_path: Path) -> None:
+    store.reset()
+    config = homeserver(tmp_path, {"endpoint": store.url, "backend": "rest"})
+    result = check(runner, config, args=["--user", "alice@example.org"], stdin=ALICE_PASSWORD, secret=ALICE_PASSWORD)
+    assert result.code == 0, result.output
+    assert any("lookup     email alice@example.org -> @alice:example.org" in line for line in result.lines("OK"))
+    assert "login      @alice:example.org: the REST store accepted the credentials" in result.stdout
+    assert [r["path"] for r in store.requests] == [store.check_path, store.lookup_path, store.check_path]
+
+
+# -- --json: every documented field, null where not reached ----------------------------------
+
+DOCUMENTED_TOP = {
+    "version",
+    "synapse_version",
+    "config_files",
+    "module",
+    "server_name",
+    "settings",
+    "localdb_enabled",
+    "probe",
+    "user",
+    "checks",
+    "warnings",
+    "errors",
+    "exit_code",
+}
+DOCUMENTED_USER = {"name", "user_id", "threepid", "registrable", "checked", "accepted", "ms", "error", "login"}
+
+
+def test_json_has_every_field_when_the_config_fails(runner: Runner, tmp_path: Path) -> None:
+    config = homeserver(tmp_path, {"endpoint": "http://127.0.0.1:9", "timeout": -1})
+    report = check(runner, config, args=["--json"]).json()
+    assert report["exit_code"] == 2
+    assert set(report) == DOCUMENTED_TOP
+    assert report["probe"] == {"dns": None, "tcp": None, "tls": None, "http": None}
+    assert (report["module"], report["settings"], report["user"]) == ({"section": "modules", "index": 0}, None, None)
+
+
+def test_json_user_refused_locally_has_every_field(runner: Runner, fake: FakeMa1sd, tmp_path: Path) -> None:
+    config = homeserver(tmp_path, {"endpoint": fake.url})
+    result = check(runner, config, args=["--user", "@alice:elsewhere.org", "--json"], stdin=ALICE_PASSWORD)
+    assert result.code == 4
+    report = result.json()
+    assert set(report) == DOCUMENTED_TOP
+    assert report["probe"] == {"dns": None, "tcp": None, "tls": None, "http": None}
+    assert report["user"] == {
+        "name": "@alice:elsewhere.org",
+        "user_id": None,
+        "threepid": None,
+        "registrable": None,
+        "checked": True,
+        "accepted": False,
+        "ms": None,
+        "error": "user ID on another server",
+        "login": None,
+    }
+
+
+def test_json_wrong_password_sets_the_error_and_every_probe_field(
+    runner: Runner, fake: FakeMa1sd, tmp_path: Path
+) -> None:
+    wrong = "not-the-password-789"
+    config = homeserver(tmp_path, {"endpoint": fake.url})
+    report = check(runner, config, args=["--user", "alice", "--json"], stdin=wrong, secret=wrong).json()
+    assert report["exit_code"] == 4
+    user = report["user"]
+    assert set(user) == DOCUMENTED_USER
+    assert (user["accepted"], user["error"], user["login"]) == (False, "ma1sd refused the credentials", None)
+    probe = report["probe"]
+    assert set(probe["dns"]) == {"ok", "host", "addresses", "ms", "error"}
+    assert probe["dns"]["error"] is None
+    assert set(probe["tcp"]) == {"ok", "address", "port", "ms", "error"}
+    assert probe["tls"] is None
+    assert set(probe["http"]) == {"ok", "url", "status", "ms", "ma1sd_like", "errcode", "detail", "error"}
+    assert (probe["http"]["errcode"], probe["http"]["error"]) == (None, None)
+
+
+def test_json_when_ma1sd_is_unreachable(runner: Runner, tmp_path: Path) -> None:
+    config = homeserver(tmp_path, {"endpoint": "http://127.0.0.1:9"})
+    result = check(runner, config, args=["--user", "alice", "--json"], stdin=ALICE_PASSWORD, secret=ALICE_PASSWORD)
+    assert result.code == 3
+    report = result.json()
+    assert report["probe"]["tcp"]["ok"] is False
+    assert report["probe"]["tcp"]["address"] is None
+    assert (report["probe"]["tls"], report["probe"]["http"]) == (None, None)
+    assert (report["user"]["checked"], report["user"]["accepted"], report["user"]["login"]) == (False, None, None)
+
+
+# -- --version ---------------------------------------------------------------------------------
+
+
+def test_version_prints_the_module_and_synapse(runner: Runner) -> None:
+    result = runner.run(["--version"], None)
+    assert result.code == 0, result.output
+    found = re.fullmatch(r"rest_auth_provider (\S+), Synapse (.+), Python \S+\n", result.stdout)
+    assert found is not None, result.stdout
+    assert tuple(int(n) for n in re.findall(r"\d+", found.group(2))[:3]) == SYNAPSE_VERSION
+
+
+def test_version_without_synapse() -> None:
+    # Synapse made unimportable after the command's own imports (which still need it today).
+    code = (
+        "import sys; from rest_auth_provider import cli; sys.modules['synapse'] = None; "
+        "sys.exit(cli.main(['--version']))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=str(ROOT),
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        capture_output=True,
+        text=True,
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert re.fullmatch(r"rest_auth_provider \S+, Synapse \(not installed\), Python \S+\n", completed.stdout)

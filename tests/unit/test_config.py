@@ -3,12 +3,16 @@
 import copy
 import dataclasses
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import yaml
 
+import rest_auth_provider.config
 from rest_auth_provider.config import (
     CHECK_CREDENTIALS_PATH,
     DEFAULT_LOOKUP_PATH,
@@ -16,20 +20,25 @@ from rest_auth_provider.config import (
     DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_REST_AUTH,
     DEFAULT_REST_IDENTITY_SINGLE,
+    KEYS,
     MAX_HEADER_FILE_SIZE,
+    ConfigProblem,
+    Key,
     ProviderConfig,
     RestConfig,
     parse_config,
     read_header_file,
 )
+from rest_auth_provider.provider import RestAuthProvider
 
 try:  # Synapse >= 1.35 exports it for modules.
     from synapse.module_api.errors import ConfigError
 except ImportError:  # Synapse 1.19
-    from synapse.config._base import ConfigError  # type: ignore[assignment,no-redef]
+    from synapse.config._base import ConfigError
 
+ROOT = Path(__file__).resolve().parents[2]
 ENDPOINT = "http://ma1sd:8090"
-_OLD_PREFIX = "rest_auth_provider: config"
+UNKNOWN = "unknown key (check its spelling and indentation)"
 
 # The ``config:`` block of the old single-file provider's README, every key set
 # to the opposite of its default so that each one is seen to be read.
@@ -51,31 +60,19 @@ policy:
 """
 
 
-def where(e: BaseException) -> str:
-    """Returns the dotted path (inside ``config:``) that a ConfigError names.
-
-    Newer Synapse carries it in ``e.path``; Synapse 1.19's ConfigError has no
-    path, so the module writes ``config.a.b: message`` into the text instead.
-    """
-    path = getattr(e, "path", None)
-    if path is not None:
-        return ".".join(str(p) for p in path)
-    text = str(e)
-    assert text.startswith(_OLD_PREFIX), text
-    location = text[len(_OLD_PREFIX) :].partition(": ")[0]
-    return location[1:] if location.startswith(".") else location
+def where(e: ConfigProblem) -> str:
+    """Returns the dotted path (inside ``config:``) that a ConfigProblem names."""
+    return ".".join(e.path)
 
 
-def message(e: BaseException) -> str:
-    """Returns the error message without the path (either ConfigError form)."""
-    if getattr(e, "path", None) is not None:
-        return str(getattr(e, "msg", e))
-    return str(e)[len(_OLD_PREFIX) :].partition(": ")[2]
+def message(e: ConfigProblem) -> str:
+    """Returns the error message without the path."""
+    return e.message
 
 
-def config_error(raw: Any) -> Any:
-    """Returns the ConfigError that parsing ``raw`` raises."""
-    with pytest.raises(ConfigError) as info:
+def config_error(raw: Any) -> ConfigProblem:
+    """Returns the ConfigProblem that parsing ``raw`` raises."""
+    with pytest.raises(ConfigProblem) as info:
         parse_config(raw)
     return info.value
 
@@ -94,20 +91,80 @@ def nested(path: Tuple[str, ...], value: Any) -> Dict[str, Any]:
     return minimal(**{path[0]: inner})
 
 
-# -- the helpers themselves --------------------------------------------------
+# -- ConfigProblem, and Synapse's ConfigError made from it ------------------------
 
 
-def test_where_reads_the_path_attribute() -> None:
-    error = ConfigError("unknown key")
-    error.path = ["policy", "login", "profile", "nmae"]  # type: ignore[attr-defined]
-    assert where(error) == "policy.login.profile.nmae"
+def test_config_problem_holds_path_and_message_as_data() -> None:
+    error = config_error(nested(("policy", "login", "profile", "nmae"), True))
+    assert error.path == ("policy", "login", "profile", "nmae")
+    assert error.message == UNKNOWN + "; did you mean 'name'?"
+    assert str(error) == "config.policy.login.profile.nmae: " + UNKNOWN + "; did you mean 'name'?"
+    block = config_error(["endpoint"])
+    assert block.path == ()
+    assert block.message == "expected a mapping, got a list"
+    assert str(block) == "config: expected a mapping, got a list"
 
 
-def test_where_reads_the_old_message_form() -> None:
-    error = ConfigError("rest_auth_provider: config.policy.login.profile.nmae: unknown key (check its spelling)")
-    assert where(error) == "policy.login.profile.nmae"
-    assert message(error) == "unknown key (check its spelling)"
-    assert where(ConfigError("rest_auth_provider: config: expected a mapping")) == ""
+def test_provider_turns_a_config_problem_into_synapses_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        RestAuthProvider.parse_config(nested(("policy", "login", "profile", "nmae"), True))
+    error = info.value
+    assert not isinstance(error, ConfigProblem)
+    assert error.__cause__ is None and error.__suppress_context__
+    path = getattr(error, "path", None)
+    if path is not None:
+        assert list(path) == ["policy", "login", "profile", "nmae"]
+        assert str(error.msg) == UNKNOWN + "; did you mean 'name'?"
+    else:  # Synapse before 1.2x: no path in ConfigError, so it is in the message.
+        assert str(error) == (
+            "rest_auth_provider: config.policy.login.profile.nmae: " + UNKNOWN + "; did you mean 'name'?"
+        )
+    assert RestAuthProvider.parse_config({"endpoint": ENDPOINT}) == parse_config({"endpoint": ENDPOINT})
+
+
+# Runs in a child interpreter in which any import of Synapse fails.
+WITHOUT_SYNAPSE = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class NoSynapse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "synapse" or name.startswith("synapse."):
+                raise ImportError("No module named %r (blocked by the test)" % name)
+            return None
+
+    sys.meta_path.insert(0, NoSynapse())
+    # A normal import, package __init__ included (which must not import the
+    # provider, and so Synapse, before RestAuthProvider is asked for).
+    import rest_auth_provider.config
+    from rest_auth_provider.config import ConfigProblem, parse_config
+
+    print(parse_config({"endpoint": "http://ma1sd:8090"}).endpoint)
+    try:
+        parse_config({"endpiont": "http://ma1sd:8090"})
+    except ConfigProblem as e:
+        print(e)
+    print(sorted(name for name in sys.modules if name.split(".")[0] == "synapse"))
+    """
+)
+
+
+def test_config_imports_and_parses_without_synapse() -> None:
+    # Imports rest_auth_provider.config the ordinary way: this needs the
+    # package's __init__ not to import the provider eagerly.
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SYNAPSE],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        ENDPOINT,
+        "config.endpiont: " + UNKNOWN + "; did you mean 'endpoint'?",
+        "[]",
+    ]
 
 
 # -- defaults -----------------------------------------------------------------
@@ -272,6 +329,68 @@ def test_unknown_key_next_to_known_ones() -> None:
 def test_unknown_non_string_key() -> None:
     error = config_error({"endpoint": ENDPOINT, "policy": {1: True}})
     assert where(error) == "policy.1"
+    assert message(error) == UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "raw,path,suggested",
+    [
+        (minimal(timout=5), "timout", "timeout"),
+        (minimal(Endpoint="http://x"), "Endpoint", "endpoint"),
+        (minimal(max_concurrent_request=5), "max_concurrent_request", "max_concurrent_requests"),
+        (minimal(tls={"cafile": "/ca.pem"}), "tls.cafile", "ca_file"),
+        (minimal(threepid_login={"enable": True}), "threepid_login.enable", "enabled"),
+        (nested(("policy", "registraton"), {}), "policy.registraton", "registration"),
+        (nested(("policy", "registration", "username", "enforcelowercase"), True), None, "enforceLowercase"),
+        (nested(("policy", "all", "threepid", "updat"), True), "policy.all.threepid.updat", "update"),
+        ({"endpoint": ENDPOINT, "backend": "rest", "rest": {"auht": "/a"}}, "rest.auht", "auth"),
+        ({"endpoint": ENDPOINT, "backend": "rest", "rest": {"identity": {"singel": ""}}}, None, "single"),
+    ],
+)
+def test_unknown_key_names_the_closest_known_key(raw: Dict[str, Any], path: Any, suggested: str) -> None:
+    error = config_error(raw)
+    if path is not None:
+        assert where(error) == path
+    assert message(error) == "%s; did you mean '%s'?" % (UNKNOWN, suggested)
+
+
+@pytest.mark.parametrize(
+    "raw,path",
+    [
+        (minimal(zzz=1), "zzz"),
+        (minimal(tls={"verify": False}), "tls.verify"),
+        (nested(("policy", "login", "profile", "avatar"), True), "policy.login.profile.avatar"),
+    ],
+)
+def test_unknown_key_without_a_close_one_gets_no_suggestion(raw: Dict[str, Any], path: str) -> None:
+    error = config_error(raw)
+    assert where(error) == path
+    assert message(error) == UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "raw,path,suggestion",
+    [
+        ({"endpiont": ENDPOINT}, "endpiont", "; did you mean 'endpoint'?"),
+        ({"endpiont": ENDPOINT, "backend": "rest", "rest": {"auth": "/a"}}, "endpiont", "; did you mean 'endpoint'?"),
+        ({"policy": {"login": {"profil": {"name": True}}}}, "policy.login.profil", "; did you mean 'profile'?"),
+        ({"tls": {"ca_fiel": "/ca.pem"}}, "tls.ca_fiel", "; did you mean 'ca_file'?"),
+    ],
+)
+def test_unknown_key_is_reported_before_the_missing_endpoint(raw: Dict[str, Any], path: str, suggestion: str) -> None:
+    # A misspelt ``endpiont:`` was once reported only as "endpoint: required".
+    error = config_error(raw)
+    assert where(error) == path
+    assert message(error) == UNKNOWN + suggestion
+
+
+def test_unknown_key_is_reported_before_a_wrong_value() -> None:
+    error = config_error(minimal(timeout="soon", policy={"all": {"threepid": {"update": "yes", "replce": True}}}))
+    assert where(error) == "policy.all.threepid.replce"
+    assert message(error) == UNKNOWN + "; did you mean 'replace'?"
+    # Keys are checked level by level, the outer level first.
+    error = config_error(minimal(tls={"cafile": "/ca.pem"}, timeot=3))
+    assert where(error) == "timeot"
 
 
 # -- wrong types --------------------------------------------------------------
@@ -824,6 +943,47 @@ def test_describe_round_trips_through_parse() -> None:
     described = parse_config(yaml.safe_load(OLD_PROVIDER_BLOCK)).describe()
     raw = {key: described[key] for key in ("endpoint", "timeout", "threepid_login", "policy")}
     assert parse_config(raw) == parse_config(yaml.safe_load(OLD_PROVIDER_BLOCK))
+
+
+def described_keys(tree: Dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Yields the dotted keys of a ``describe()`` result (header names left out)."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and key not in ("headers", "header_files"):
+            yield from described_keys(value, prefix + key + ".")
+        else:
+            yield prefix + key
+
+
+@pytest.mark.parametrize("raw", [{"endpoint": ENDPOINT}, {"endpoint": ENDPOINT, "backend": "rest"}])
+def test_describe_shows_each_key_of_the_table_in_its_order(raw: Dict[str, Any]) -> None:
+    config = parse_config(raw)
+    expected = [key.dotted for key in KEYS if key.backend in (None, config.backend)]
+    assert list(described_keys(config.describe())) == expected
+
+
+def test_a_key_taken_out_of_the_table_is_neither_read_nor_described(monkeypatch: pytest.MonkeyPatch) -> None:
+    kept = tuple(key for key in KEYS if key.dotted != "policy.all.threepid.replace")
+    monkeypatch.setattr(rest_auth_provider.config, "KEYS", kept)
+    described = parse_config(minimal()).describe()
+    assert described["policy"]["all"]["threepid"] == {"update": True}
+    error = config_error(nested(("policy", "all", "threepid", "replace"), True))
+    assert where(error) == "policy.all.threepid.replace"
+    assert message(error) == UNKNOWN
+
+
+def test_a_key_added_to_the_table_is_described(monkeypatch: pytest.MonkeyPatch) -> None:
+    added = Key(("lookup_url",), "url", None, "the lookup URL", derived=True, backend="ma1sd")
+    monkeypatch.setattr(rest_auth_provider.config, "KEYS", KEYS + (added,))
+    described = parse_config(minimal()).describe()
+    assert described["lookup_url"] == "http://ma1sd:8090" + DEFAULT_LOOKUP_PATH
+    assert "lookup_url" not in parse_config({"endpoint": ENDPOINT, "backend": "rest"}).describe()
+    # A derived key is not one that a config may set.
+    assert where(config_error(minimal(lookup_url="/x"))) == "lookup_url"
+
+
+def test_defaults_of_the_table_are_those_of_the_dataclasses() -> None:
+    assert parse_config({"endpoint": ENDPOINT}) == ProviderConfig(endpoint=ENDPOINT)
+    assert parse_config({"endpoint": ENDPOINT, "backend": "rest"}) == ProviderConfig(endpoint=ENDPOINT, backend="rest")
 
 
 def test_describe_is_plain_yaml_data() -> None:

@@ -8,25 +8,24 @@ sockets to ``tests.fake_ma1sd``. How the transport behaves on its own
 
 import json
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, List
+from typing import Any
 
 import pytest
-import pytest_twisted
 
-from rest_auth_provider.backends import make_backend
+from rest_auth_provider.backends import Backend, make_backend
 from rest_auth_provider.backends.ma1sd import Ma1sdBackend
 from rest_auth_provider.config import CHECK_CREDENTIALS_PATH, DEFAULT_LOOKUP_PATH, parse_config
 from rest_auth_provider.response import AuthReply, ThreePid
 from rest_auth_provider.transport import BackendError, Transport
 from tests.fake_ma1sd import FakeMa1sd, Fault
+from tests.twisted_tests import ensure_deferred
+from tests.unit.conftest import NewBackend, Serve
 
 ALICE = "@alice:example.com"
 ALICE_PASSWORD = "correct horse battery staple"
 BOB = "@bob:example.com"
 BOB_PASSWORD = "hunter2"
 SERVER_NAME = "example.com"
-
-BackendFactory = Callable[..., Ma1sdBackend]
 
 
 def _add_users(fake: FakeMa1sd) -> None:
@@ -41,37 +40,20 @@ def _add_users(fake: FakeMa1sd) -> None:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeMa1sd]:
-    server = FakeMa1sd().start()
+def fake(serve: Serve) -> FakeMa1sd:
+    server = serve(FakeMa1sd())
     _add_users(server)
-    yield server
-    server.stop()
+    return server
 
 
-@pytest_twisted.async_yield_fixture
-async def make() -> AsyncIterator[BackendFactory]:
-    """Returns a factory: ``make(endpoint=..., **other_config_keys)``; closes every backend after the test."""
-    backends: List[Ma1sdBackend] = []
-
-    def factory(**raw: Any) -> Ma1sdBackend:
-        config = parse_config(raw)
-        backend = Ma1sdBackend(config, Transport(config))
-        backends.append(backend)
-        return backend
-
-    yield factory
-    for backend in backends:
-        await backend.close()
-
-
-async def _check_fails(backend: Ma1sdBackend, user_id: str = ALICE, password: str = ALICE_PASSWORD) -> str:
+async def _check_fails(backend: Backend, user_id: str = ALICE, password: str = ALICE_PASSWORD) -> str:
     """Returns the message of the BackendError that check_password must raise."""
     with pytest.raises(BackendError) as info:
         await backend.check_password(user_id, password)
     return str(info.value)
 
 
-async def _lookup_fails(backend: Ma1sdBackend) -> str:
+async def _lookup_fails(backend: Backend) -> str:
     """Returns the message of the BackendError that lookup_threepid must raise."""
     with pytest.raises(BackendError) as info:
         await backend.lookup_threepid("email", "alice@example.com", SERVER_NAME)
@@ -97,9 +79,9 @@ def test_threepid_lookup_follows_threepid_login_enabled(enabled: bool) -> None:
 # -- replies ---------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_success_reply_is_parsed(fake: FakeMa1sd, make: BackendFactory) -> None:
-    backend = make(endpoint=fake.url)
+@ensure_deferred
+async def test_success_reply_is_parsed(fake: FakeMa1sd, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=fake.url)
     reply = await backend.check_password(ALICE, ALICE_PASSWORD)
     assert reply == AuthReply(
         success=True,
@@ -111,34 +93,34 @@ async def test_success_reply_is_parsed(fake: FakeMa1sd, make: BackendFactory) ->
     )
 
 
-@pytest_twisted.ensureDeferred
-async def test_success_without_profile_data(fake: FakeMa1sd, make: BackendFactory) -> None:
-    backend = make(endpoint=fake.url)
+@ensure_deferred
+async def test_success_without_profile_data(fake: FakeMa1sd, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=fake.url)
     reply = await backend.check_password(BOB, BOB_PASSWORD)
     # ma1sd sent an explicit empty list, which is not the same as no list.
     assert reply == AuthReply(success=True, display_name=None, three_pids=())
 
 
-@pytest_twisted.ensureDeferred
-async def test_success_without_three_pids_list_gives_none(fake: FakeMa1sd, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_success_without_three_pids_list_gives_none(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     fake.fault = Fault("body", body=b'{"auth": {"success": true, "display_name": " Carol "}}')
-    backend = make(endpoint=fake.url)
+    backend = new_backend(endpoint=fake.url)
     reply = await backend.check_password("@carol:example.com", "whatever")
     assert reply == AuthReply(success=True, display_name="Carol", three_pids=None)
 
 
-@pytest_twisted.ensureDeferred
-async def test_wrong_password_is_success_false(fake: FakeMa1sd, make: BackendFactory) -> None:
-    backend = make(endpoint=fake.url)
+@ensure_deferred
+async def test_wrong_password_is_success_false(fake: FakeMa1sd, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=fake.url)
     reply = await backend.check_password(ALICE, "wrong password")
     assert reply == AuthReply(success=False)
     assert reply.display_name is None
     assert reply.three_pids is None
 
 
-@pytest_twisted.ensureDeferred
-async def test_unknown_user_is_success_false(fake: FakeMa1sd, make: BackendFactory) -> None:
-    backend = make(endpoint=fake.url)
+@ensure_deferred
+async def test_unknown_user_is_success_false(fake: FakeMa1sd, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=fake.url)
     reply = await backend.check_password("@nobody:example.com", ALICE_PASSWORD)
     assert reply.success is False
 
@@ -155,27 +137,27 @@ async def test_unknown_user_is_success_false(fake: FakeMa1sd, make: BackendFacto
         ),
     ],
 )
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_reply_with_duplicate_key_is_backend_error(
-    fake: FakeMa1sd, make: BackendFactory, body: bytes, key: str
+    fake: FakeMa1sd, new_backend: NewBackend, body: bytes, key: str
 ) -> None:
     fake.fault = Fault("body", body=body)
-    backend = make(endpoint=fake.url)
+    backend = new_backend(endpoint=fake.url)
     assert await _check_fails(backend) == "reply has a duplicate key '%s'" % key
 
 
-@pytest_twisted.ensureDeferred
-async def test_malformed_reply_is_backend_error(fake: FakeMa1sd, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_malformed_reply_is_backend_error(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     fake.fault = Fault("body", body=b'{"auth": {"success": "true"}}')
-    backend = make(endpoint=fake.url)
+    backend = new_backend(endpoint=fake.url)
     assert "auth.success" in await _check_fails(backend)
 
 
 @pytest.mark.parametrize("status", [500, 404, 401, 204])
-@pytest_twisted.ensureDeferred
-async def test_error_status_is_backend_error(fake: FakeMa1sd, make: BackendFactory, status: int) -> None:
+@ensure_deferred
+async def test_error_status_is_backend_error(fake: FakeMa1sd, new_backend: NewBackend, status: int) -> None:
     fake.fault = Fault("status", status=status, body=b'{"auth": {"success": true}}' if status != 204 else b"")
-    backend = make(endpoint=fake.url)
+    backend = new_backend(endpoint=fake.url)
     message = await _check_fails(backend)
     if status == 204:
         # A 2xx without a body is not a verdict.
@@ -185,17 +167,17 @@ async def test_error_status_is_backend_error(fake: FakeMa1sd, make: BackendFacto
         assert message == "HTTP %d" % status
 
 
-@pytest_twisted.ensureDeferred
-async def test_non_json_reply(fake: FakeMa1sd, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_non_json_reply(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     fake.fault = Fault("body", body=b"<html><body>Bad gateway</body></html>")
-    backend = make(endpoint=fake.url)
+    backend = new_backend(endpoint=fake.url)
     assert "not JSON" in await _check_fails(backend)
 
 
-@pytest_twisted.ensureDeferred
-async def test_redirect_is_a_backend_error_naming_the_target(fake: FakeMa1sd, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_redirect_is_a_backend_error_naming_the_target(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     fake.fault = Fault("redirect", status=307, location="http://127.0.0.1:9/elsewhere")
-    backend = make(endpoint=fake.url)
+    backend = new_backend(endpoint=fake.url)
     message = await _check_fails(backend)
     assert message == "HTTP 307 redirect to http://127.0.0.1:9/elsewhere not followed (check 'endpoint')"
     assert len(fake.requests) == 1
@@ -205,9 +187,9 @@ async def test_redirect_is_a_backend_error_naming_the_target(fake: FakeMa1sd, ma
 
 
 @pytest.mark.parametrize("suffix", ["", "/", "//"], ids=["plain", "trailing-slash", "two-slashes"])
-@pytest_twisted.ensureDeferred
-async def test_request_body_path_and_headers(fake: FakeMa1sd, make: BackendFactory, suffix: str) -> None:
-    backend = make(endpoint=fake.url + suffix)
+@ensure_deferred
+async def test_request_body_path_and_headers(fake: FakeMa1sd, new_backend: NewBackend, suffix: str) -> None:
+    backend = new_backend(endpoint=fake.url + suffix)
     await backend.check_password(ALICE, ALICE_PASSWORD)
     assert len(fake.requests) == 1
     request = fake.requests[0]
@@ -223,31 +205,33 @@ async def test_request_body_path_and_headers(fake: FakeMa1sd, make: BackendFacto
     assert "cookie" not in request["headers"]
 
 
-@pytest_twisted.ensureDeferred
-async def test_endpoint_with_path_prefix(fake: FakeMa1sd, make: BackendFactory) -> None:
-    backend = make(endpoint=fake.url + "/ma1sd/")
+@ensure_deferred
+async def test_endpoint_with_path_prefix(fake: FakeMa1sd, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=fake.url + "/ma1sd/")
     # The fake serves only the root paths, so the prefixed one is a 404.
     assert await _check_fails(backend) == "HTTP 404"
     assert [r["path"] for r in fake.requests] == ["/ma1sd" + CHECK_CREDENTIALS_PATH]
 
 
-@pytest_twisted.ensureDeferred
-async def test_password_with_unicode_and_quotes_arrives_intact(fake: FakeMa1sd, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_password_with_unicode_and_quotes_arrives_intact(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     password = 'p\u00e4ss "w\u00f6rd" \\ \u2603'
     fake.add_user("@dora:example.com", password)
-    backend = make(endpoint=fake.url)
+    backend = new_backend(endpoint=fake.url)
     reply = await backend.check_password("@dora:example.com", password)
     assert reply.success is True
     assert fake.requests[0]["password"] == password
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_configured_headers_are_sent_with_both_calls(
-    fake: FakeMa1sd, make: BackendFactory, tmp_path: Path
+    fake: FakeMa1sd, new_backend: NewBackend, tmp_path: Path
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token")
-    backend = make(endpoint=fake.url, headers={"Authorization": "Bearer x"}, header_files={"X-Token": str(token_file)})
+    backend = new_backend(
+        endpoint=fake.url, headers={"Authorization": "Bearer x"}, header_files={"X-Token": str(token_file)}
+    )
     assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
     assert await backend.lookup_threepid("email", "alice@example.com", SERVER_NAME) == ALICE
     for request in fake.requests:
@@ -266,9 +250,11 @@ async def test_configured_headers_are_sent_with_both_calls(
         ("email", "nobody@example.com", None),
     ],
 )
-@pytest_twisted.ensureDeferred
-async def test_lookup_threepid(fake: FakeMa1sd, make: BackendFactory, medium: str, address: str, expected: Any) -> None:
-    backend = make(endpoint=fake.url)
+@ensure_deferred
+async def test_lookup_threepid(
+    fake: FakeMa1sd, new_backend: NewBackend, medium: str, address: str, expected: Any
+) -> None:
+    backend = new_backend(endpoint=fake.url)
     assert await backend.lookup_threepid(medium, address, SERVER_NAME) == expected
     request = fake.requests[0]
     assert request["method"] == "GET"
@@ -279,31 +265,31 @@ async def test_lookup_threepid(fake: FakeMa1sd, make: BackendFactory, medium: st
 
 
 @pytest.mark.parametrize("address", ["e+ve&x=1@example.com", "j\u00fcrgen m\u00fcller/?#%@example.com"])
-@pytest_twisted.ensureDeferred
-async def test_lookup_address_is_url_encoded(fake: FakeMa1sd, make: BackendFactory, address: str) -> None:
+@ensure_deferred
+async def test_lookup_address_is_url_encoded(fake: FakeMa1sd, new_backend: NewBackend, address: str) -> None:
     fake.add_user("@eve:example.com", "x", emails=(address,))
-    backend = make(endpoint=fake.url)
+    backend = new_backend(endpoint=fake.url)
     assert await backend.lookup_threepid("email", address, SERVER_NAME) == "@eve:example.com"
     assert fake.requests[0]["query"] == {"medium": ["email"], "address": [address]}
 
 
-@pytest_twisted.ensureDeferred
-async def test_lookup_custom_path(fake: FakeMa1sd, make: BackendFactory) -> None:
-    backend = make(endpoint=fake.url, threepid_login={"lookup_path": "/custom/lookup"})
+@ensure_deferred
+async def test_lookup_custom_path(fake: FakeMa1sd, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=fake.url, threepid_login={"lookup_path": "/custom/lookup"})
     assert await _lookup_fails(backend) == "HTTP 404"
     assert fake.requests[0]["path"] == "/custom/lookup"
 
 
-@pytest_twisted.ensureDeferred
-async def test_lookup_malformed_reply(fake: FakeMa1sd, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_lookup_malformed_reply(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     fake.fault = Fault("body", body=b'{"mxid": 42}')
-    backend = make(endpoint=fake.url)
+    backend = new_backend(endpoint=fake.url)
     assert "mxid" in await _lookup_fails(backend)
 
 
-@pytest_twisted.ensureDeferred
-async def test_close_closes_the_kept_alive_connection(fake: FakeMa1sd, make: BackendFactory) -> None:
-    backend = make(endpoint=fake.url)
+@ensure_deferred
+async def test_close_closes_the_kept_alive_connection(fake: FakeMa1sd, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=fake.url)
     assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
     await backend.close()
     assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True

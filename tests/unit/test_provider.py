@@ -2,18 +2,25 @@
 
 import inspect
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Dict, Optional, Tuple
 from unittest.mock import Mock
 
 import pytest
-import pytest_twisted
 from prometheus_client import REGISTRY
 from synapse.module_api import ModuleApi
+from twisted.internet import defer
 
-from rest_auth_provider import RestAuthProvider
-from rest_auth_provider._compat import _ConfigError as ConfigError
+from rest_auth_provider import RestAuthProvider, metrics
 from tests.fake_ma1sd import CHECK_PATH, LOOKUP_PATH, FakeMa1sd, Fault
+from tests.fake_reststore import FakeRestStore
+from tests.twisted_tests import ensure_deferred
+from tests.unit.conftest import Serve
 from tests.unit.fake_synapse import FakeSynapse
+
+try:  # Synapse >= 1.35 exports it for modules.
+    from synapse.module_api.errors import ConfigError
+except ImportError:  # Synapse 1.19
+    from synapse.config._base import ConfigError
 
 PW = "correct horse battery staple"
 HAS_CALLBACKS = hasattr(ModuleApi, "register_password_auth_provider_callbacks")
@@ -26,10 +33,8 @@ HAS_DEACTIVATION_NOTICE = hasattr(ModuleApi, "invalidate_cache") and "on_user_de
 
 
 @pytest.fixture
-def ma1sd() -> Iterator[FakeMa1sd]:
-    fake = FakeMa1sd().start()
-    yield fake
-    fake.stop()
+def ma1sd(serve: Serve) -> FakeMa1sd:
+    return serve(FakeMa1sd())
 
 
 @pytest.fixture
@@ -51,7 +56,7 @@ def test_check_password_is_not_defined() -> None:
 
 if HAS_CALLBACKS:  # Synapse 1.46+; older releases only have password_providers.
 
-    @pytest_twisted.ensureDeferred
+    @ensure_deferred
     async def test_modules_style_registers_a_checker_that_returns_a_2_tuple(
         synapse: FakeSynapse, ma1sd: FakeMa1sd
     ) -> None:
@@ -80,7 +85,7 @@ def test_legacy_style_registers_no_callbacks(synapse: FakeSynapse, ma1sd: FakeMa
     assert provider.get_supported_login_types() == {"m.login.password": ("password",)}
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_first_login_registers_lowercase_with_profile(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     ma1sd.add_user("@alice:example.org", PW, "Alice A", emails=("Alice@Example.ORG",), msisdns=("+44 7700 900123",))
     provider = make_provider(synapse, ma1sd)
@@ -94,7 +99,7 @@ async def test_first_login_registers_lowercase_with_profile(synapse: FakeSynapse
     assert [r["user_id"] for r in ma1sd.requests_for(CHECK_PATH)] == ["@alice:example.org"]
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_existing_user_logs_in_under_the_stored_id(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     synapse.add_account("@Historic:example.org", "H")
     ma1sd.add_user("@historic:example.org", PW)
@@ -104,7 +109,7 @@ async def test_existing_user_logs_in_under_the_stored_id(synapse: FakeSynapse, m
     assert ma1sd.requests_for(CHECK_PATH)[0]["user_id"] == "@Historic:example.org"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_an_exact_id_is_found_without_the_case_insensitive_lookup(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     synapse.add_account("@exact:example.org", "E")
     ma1sd.add_user("@exact:example.org", PW)
@@ -116,7 +121,7 @@ async def test_an_exact_id_is_found_without_the_case_insensitive_lookup(synapse:
     assert synapse.api.check_user_exists.call_count == expected_lookups
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_a_deactivated_account_found_case_insensitively_is_refused(
     synapse: FakeSynapse, ma1sd: FakeMa1sd
 ) -> None:
@@ -128,7 +133,7 @@ async def test_a_deactivated_account_found_case_insensitively_is_refused(
     assert synapse.registrations == []
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_wrong_password_creates_nothing(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     ma1sd.add_user("@bob:example.org", PW)
     provider = make_provider(synapse, ma1sd)
@@ -136,7 +141,7 @@ async def test_wrong_password_creates_nothing(synapse: FakeSynapse, ma1sd: FakeM
     assert synapse.accounts == {}
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_refused_locally_without_asking_ma1sd(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     provider = make_provider(synapse, ma1sd)
     for username, password in [
@@ -152,7 +157,7 @@ async def test_refused_locally_without_asking_ma1sd(synapse: FakeSynapse, ma1sd:
     assert ma1sd.requests == []
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_backend_failure_is_none_and_one_warning(
     synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -167,7 +172,7 @@ async def test_backend_failure_is_none_and_one_warning(
     assert all(PW not in r.getMessage() for r in caplog.records)
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_deactivated_account_is_refused_before_asking_ma1sd(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     synapse.add_account("@dan:example.org", "Dan").deactivated = True
     ma1sd.add_user("@dan:example.org", PW, "Dan New")
@@ -177,7 +182,7 @@ async def test_deactivated_account_is_refused_before_asking_ma1sd(synapse: FakeS
     assert synapse.accounts["@dan:example.org"].displayname == "Dan"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_unexpected_exception_never_escapes(
     synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -187,7 +192,7 @@ async def test_unexpected_exception_never_escapes(
     assert any(r.levelno == logging.ERROR for r in caplog.records)
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_losing_the_registration_race_logs_in_the_existing_account(
     synapse: FakeSynapse, ma1sd: FakeMa1sd
 ) -> None:
@@ -198,7 +203,7 @@ async def test_losing_the_registration_race_logs_in_the_existing_account(
     assert synapse.registrations == []
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_login_profile_policy_updates_name_only_when_changed(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     synapse.add_account("@gus:example.org", "Old")
     user = ma1sd.add_user("@gus:example.org", PW, "New")
@@ -210,7 +215,7 @@ async def test_login_profile_policy_updates_name_only_when_changed(synapse: Fake
     assert synapse.accounts["@gus:example.org"].displayname == "New"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_replace_removes_only_with_an_explicit_list(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     account = synapse.add_account("@hal:example.org", "Hal")
     account.threepids = {("email", "old@example.org"), ("email", "keep@example.org")}
@@ -226,7 +231,7 @@ async def test_replace_removes_only_with_an_explicit_list(synapse: FakeSynapse, 
     assert account.threepids == {("email", "keep@example.org")}
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_threepid_owned_by_someone_else_is_not_moved(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     synapse.add_account("@owner:example.org").threepids = {("email", "shared@example.org")}
     ma1sd.add_user("@ivy:example.org", PW, emails=("Shared@example.org",))
@@ -243,7 +248,7 @@ def skipped_reads(kind: str) -> float:
     return value
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_first_login_adds_3pids_without_reading_the_new_account(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     ma1sd.add_user("@kim:example.org", PW, "Kim", emails=("kim@example.org",))
     provider = make_provider(synapse, ma1sd)
@@ -252,7 +257,7 @@ async def test_first_login_adds_3pids_without_reading_the_new_account(synapse: F
     assert synapse.threepid_reads() == 0
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_repeat_logins_skip_the_3pid_read_while_ma1sd_answers_the_same(
     synapse: FakeSynapse, ma1sd: FakeMa1sd
 ) -> None:
@@ -287,7 +292,7 @@ async def test_repeat_logins_skip_the_3pid_read_while_ma1sd_answers_the_same(
     assert account.threepids == {("msisdn", "353851234567")}
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_recheck_interval_zero_reads_at_every_login(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     account = synapse.add_account("@max:example.org", "Max")
     ma1sd.add_user("@max:example.org", PW, "Max", emails=("max@example.org",))
@@ -302,7 +307,7 @@ async def test_recheck_interval_zero_reads_at_every_login(synapse: FakeSynapse, 
     assert synapse.displayname_reads() == 2
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_a_reactivated_account_gets_its_3pids_back_at_once(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     account = synapse.add_account("@pat:example.org", "Pat")
     ma1sd.add_user("@pat:example.org", PW, "Pat", emails=("pat@example.org",))
@@ -319,7 +324,7 @@ async def test_a_reactivated_account_gets_its_3pids_back_at_once(synapse: FakeSy
     assert account.threepids == {("email", "pat@example.org")}
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_login_profile_policy_skips_the_name_read_while_in_step(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     account = synapse.add_account("@ned:example.org", "Old")
     user = ma1sd.add_user("@ned:example.org", PW, "Ned")
@@ -340,7 +345,7 @@ async def test_login_profile_policy_skips_the_name_read_while_in_step(synapse: F
     assert synapse.displayname_reads() == 2
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_a_3pid_held_by_another_account_warns_at_every_login(
     synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -359,7 +364,7 @@ async def test_a_3pid_held_by_another_account_warns_at_every_login(
     assert synapse.threepid_reads() == 2
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_threepid_login_for_an_address_synapse_does_not_know(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     ma1sd.add_user("@jo:example.org", PW, "Jo", emails=("jo@example.org",), msisdns=("+353851234567",))
     provider = make_provider(synapse, ma1sd)
@@ -374,7 +379,7 @@ async def test_threepid_login_for_an_address_synapse_does_not_know(synapse: Fake
     assert ma1sd.requests == []
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_threepid_login_by_phone_normalises_the_number(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     ma1sd.add_user("@kai:example.org", PW, msisdns=("+353 85 123 4567",))
     provider = make_provider(synapse, ma1sd)
@@ -382,7 +387,7 @@ async def test_threepid_login_by_phone_normalises_the_number(synapse: FakeSynaps
     assert ma1sd.requests_for(LOOKUP_PATH)[0]["query"]["address"] == ["353851234567"]
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_threepid_login_refuses_foreign_ids_and_unknown_addresses(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     ma1sd.add_user("@lu:elsewhere.example", PW, emails=("lu@example.org",))
     provider = make_provider(synapse, ma1sd)
@@ -392,7 +397,7 @@ async def test_threepid_login_refuses_foreign_ids_and_unknown_addresses(synapse:
     assert synapse.accounts == {}
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_threepid_login_can_be_turned_off(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     ma1sd.add_user("@mo:example.org", PW, emails=("mo@example.org",))
     provider = make_provider(synapse, ma1sd, threepid_login={"enabled": False})
@@ -403,7 +408,7 @@ async def test_threepid_login_can_be_turned_off(synapse: FakeSynapse, ma1sd: Fak
 # -- issue 14: hardening ------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_a_reactivation_nobody_logged_in_through_is_heard(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     """Deactivated and reactivated by an admin with no login in between: the
     notice Synapse sends every process makes the next login read again."""
@@ -424,7 +429,7 @@ async def test_a_reactivation_nobody_logged_in_through_is_heard(synapse: FakeSyn
     assert account.threepids == {("email", "ria@example.org")}
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_failed_attempts_count_per_account_whatever_the_spelling(
     synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -446,7 +451,7 @@ async def test_failed_attempts_count_per_account_whatever_the_spelling(
     assert await provider.check_auth("una", "m.login.password", {"password": PW}) == "@una:example.org"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_failures_by_name_block_a_login_by_phone(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     synapse.set_failed_attempts(0.0001, 2)
     synapse.add_account("@vic:example.org").threepids = {("msisdn", "447700900457")}
@@ -459,7 +464,7 @@ async def test_failures_by_name_block_a_login_by_phone(synapse: FakeSynapse, ma1
     assert len(ma1sd.requests_for(CHECK_PATH)) == 2
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_a_known_number_logs_in_under_any_spelling(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     synapse.add_account("@wes:example.org").threepids = {("msisdn", "447700900999")}
     ma1sd.add_user("@wes:example.org", PW)
@@ -469,7 +474,7 @@ async def test_a_known_number_logs_in_under_any_spelling(synapse: FakeSynapse, m
     assert ma1sd.requests_for(LOOKUP_PATH) == []
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_password_size_cap(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     longest = "é" * 512  # 1,024 bytes of UTF-8
     ma1sd.add_user("@xia:example.org", longest)
@@ -479,7 +484,7 @@ async def test_password_size_cap(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None
     assert len(ma1sd.requests_for(CHECK_PATH)) == 1
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_appservice_namespace_is_refused_before_ma1sd(
     synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -499,7 +504,7 @@ async def test_appservice_namespace_is_refused_before_ma1sd(
     assert len(refusals) == 2
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_an_owned_address_is_never_moved(
     synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -517,7 +522,7 @@ async def test_an_owned_address_is_never_moved(
     ]
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_lookalike_addresses_from_ma1sd_are_not_stored(
     synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -534,7 +539,7 @@ async def test_lookalike_addresses_from_ma1sd_are_not_stored(
     assert all(w.startswith("Not adding email ") and "not the address as sent" in w for w in warnings)
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_control_characters_never_reach_the_log_raw(
     synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -555,7 +560,7 @@ async def test_control_characters_never_reach_the_log_raw(
         assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in message), repr(message)
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_a_known_address_as_stored_is_left_to_synapse(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
     """Synapse asks the module first, then finds the stored spelling itself
     and calls check_auth: the module must not check the password as well."""
@@ -571,22 +576,18 @@ async def test_a_known_address_as_stored_is_left_to_synapse(synapse: FakeSynapse
 
 
 @pytest.fixture
-def store() -> Iterator[Any]:
-    from tests.fake_reststore import FakeRestStore
-
-    fake = FakeRestStore().start()
-    yield fake
-    fake.stop()
+def store(serve: Serve) -> FakeRestStore:
+    return serve(FakeRestStore())
 
 
-def make_rest_provider(synapse: FakeSynapse, store: Any, **config: Any) -> RestAuthProvider:
+def make_rest_provider(synapse: FakeSynapse, store: FakeRestStore, **config: Any) -> RestAuthProvider:
     raw = {"endpoint": store.url, "timeout": 1, "backend": "rest"}
     raw.update(config)
     return RestAuthProvider(config=RestAuthProvider.parse_config(raw), account_handler=synapse.api)
 
 
-@pytest_twisted.ensureDeferred
-async def test_rest_backend_first_login_registers_and_provisions(synapse: FakeSynapse, store: Any) -> None:
+@ensure_deferred
+async def test_rest_backend_first_login_registers_and_provisions(synapse: FakeSynapse, store: FakeRestStore) -> None:
     store.add_user("@ana:example.org", PW, "Ana Store", emails=("Ana@Example.org",))
     provider = make_rest_provider(synapse, store)
     assert await provider.check_auth("Ana", "m.login.password", {"password": PW}) == "@ana:example.org"
@@ -602,8 +603,10 @@ async def test_rest_backend_first_login_registers_and_provisions(synapse: FakeSy
     )
 
 
-@pytest_twisted.ensureDeferred
-async def test_rest_backend_refusals(synapse: FakeSynapse, store: Any, caplog: pytest.LogCaptureFixture) -> None:
+@ensure_deferred
+async def test_rest_backend_refusals(
+    synapse: FakeSynapse, store: FakeRestStore, caplog: pytest.LogCaptureFixture
+) -> None:
     store.add_user("@bo:example.org", PW)
     store.add_user("@cy:example.org", PW)
     store.id_override["@cy:example.org"] = {"type": "localpart", "value": "admin"}
@@ -620,8 +623,8 @@ async def test_rest_backend_refusals(synapse: FakeSynapse, store: Any, caplog: p
     assert set(synapse.accounts) == set()
 
 
-@pytest_twisted.ensureDeferred
-async def test_rest_backend_first_login_by_email(synapse: FakeSynapse, store: Any) -> None:
+@ensure_deferred
+async def test_rest_backend_first_login_by_email(synapse: FakeSynapse, store: FakeRestStore) -> None:
     store.add_user("@di:example.org", PW, emails=("di@example.org",))
     provider = make_rest_provider(synapse, store)
     assert await provider.check_3pid_auth("email", "di@example.org", PW) == "@di:example.org"
@@ -629,3 +632,114 @@ async def test_rest_backend_first_login_by_email(synapse: FakeSynapse, store: An
     off = make_rest_provider(synapse, store, rest={"identity": {"single": ""}})
     assert await off.check_3pid_auth("email", "other@example.org", PW) is None
     assert len(store.lookups()) == 1
+
+
+# -- issue 16, item 5: every login counted once, in one place ----------------
+
+
+def login_counts() -> Dict[str, float]:
+    """Returns rest_auth_provider_logins_total by outcome, now."""
+    return {
+        outcome: REGISTRY.get_sample_value("rest_auth_provider_logins_total", {"outcome": outcome}) or 0.0
+        for outcome in metrics.OUTCOMES
+    }
+
+
+def registration_fails(synapse: FakeSynapse) -> None:
+    from synapse.api.errors import SynapseError
+
+    synapse.api.register_user.side_effect = lambda *a, **k: defer.fail(
+        SynapseError(400, "User ID may only contain a-z, 0-9 and =_-./", errcode="M_INVALID_USERNAME")
+    )
+
+
+def database_fails(synapse: FakeSynapse) -> None:
+    synapse.api.check_user_exists.side_effect = RuntimeError("database on fire")
+
+
+def ma1sd_answers_nonsense(ma1sd: FakeMa1sd) -> None:
+    ma1sd.fault = Fault("body", body=b'{"auth": {"success": 1}}')
+
+
+def ma1sd_fails(ma1sd: FakeMa1sd) -> None:
+    ma1sd.fault = Fault("status", status=500, body=b"{}")
+
+
+# (what goes wrong, the login, what the client gets, the outcome counted)
+OUTCOME_CASES: Dict[str, Tuple[Callable[[FakeSynapse, FakeMa1sd], None], Tuple[str, str, str], Optional[str], str]] = {
+    "accepted": (lambda s, m: None, ("password", "ola", PW), "@ola:example.org", "success"),
+    "wrong password": (lambda s, m: None, ("password", "ola", "wrong"), None, "bad_credentials"),
+    "empty password": (lambda s, m: None, ("password", "ola", ""), None, "refused_locally"),
+    "ma1sd answers nonsense": (lambda s, m: ma1sd_answers_nonsense(m), ("password", "ola", PW), None, "backend_error"),
+    "registration fails": (lambda s, m: registration_fails(s), ("password", "ola", PW), None, "synapse_error"),
+    "database fails": (lambda s, m: database_fails(s), ("password", "ola", PW), None, "synapse_error"),
+    "3PID accepted": (lambda s, m: None, ("email", "ola@example.org", PW), "@ola:example.org", "success"),
+    "3PID unknown to ma1sd": (lambda s, m: None, ("email", "nobody@example.org", PW), None, "bad_credentials"),
+    "3PID lookup fails": (
+        lambda s, m: ma1sd_fails(m),
+        ("email", "ola@example.org", PW),
+        None,
+        "backend_error",
+    ),
+    "3PID registration fails": (
+        lambda s, m: registration_fails(s),
+        ("email", "ola@example.org", PW),
+        None,
+        "synapse_error",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTCOME_CASES))
+@ensure_deferred
+async def test_each_login_counts_exactly_one_outcome(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    breaks, (kind, who, password), expected_user, outcome = OUTCOME_CASES[case]
+    ma1sd.add_user("@ola:example.org", PW, "Ola", emails=("ola@example.org",))
+    provider = make_provider(synapse, ma1sd)
+    breaks(synapse, ma1sd)
+    before = login_counts()
+
+    if kind == "password":
+        result = await provider.check_auth(who, "m.login.password", {"password": password})
+    else:
+        result = await provider.check_3pid_auth(kind, who, password)
+
+    assert result == expected_user
+    after = login_counts()
+    assert {o: after[o] - before[o] for o in metrics.OUTCOMES if after[o] != before[o]} == {outcome: 1.0}
+    if outcome == "synapse_error":
+        assert expected_user is None and synapse.accounts == {}
+        assert any(r.levelno >= logging.WARNING for r in caplog.records)
+
+
+@ensure_deferred
+async def test_a_registration_failure_is_one_warning_and_a_synapse_error(
+    synapse: FakeSynapse, ma1sd: FakeMa1sd, caplog: pytest.LogCaptureFixture
+) -> None:
+    ma1sd.add_user("@pia:example.org", PW)
+    provider = make_provider(synapse, ma1sd)
+    registration_fails(synapse)
+    caplog.set_level(logging.INFO, logger="rest_auth_provider")
+
+    assert await provider.check_auth("pia", "m.login.password", {"password": PW}) is None
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "Could not create the account @pia:example.org: SynapseError: User ID may only contain a-z, 0-9 and =_-./"
+    ]
+    assert [r["user_id"] for r in ma1sd.requests_for(CHECK_PATH)] == ["@pia:example.org"]
+
+
+@ensure_deferred
+async def test_a_3pid_login_left_to_synapse_counts_nothing(synapse: FakeSynapse, ma1sd: FakeMa1sd) -> None:
+    synapse.add_account("@qi:example.org").threepids = {("email", "qi@example.org")}
+    provider = make_provider(synapse, ma1sd)
+    before = login_counts()
+
+    assert await provider.check_3pid_auth("email", "qi@example.org", PW) is None
+    assert await provider.check_3pid_auth(None, "qi@example.org", PW) is None  # type: ignore[arg-type]
+
+    assert login_counts() == before
+    assert ma1sd.requests == []

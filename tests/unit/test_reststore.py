@@ -6,13 +6,12 @@ sockets to ``tests.fake_reststore``, which answers as netsoc's iamd does.
 
 import json
 import logging
-from typing import Any, AsyncIterator, Callable, Iterator, List, Tuple
+from typing import Any, List, Tuple, cast
 
 import pytest
-import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
+from twisted.internet.interfaces import IAddress, IReactorTime, ITransport
 from twisted.python.failure import Failure
 
 from rest_auth_provider.backends import Backend, make_backend
@@ -23,6 +22,8 @@ from rest_auth_provider.response import AuthReply, ThreePid
 from rest_auth_provider.transport import BackendError, Transport
 from tests.fake_ma1sd import FakeMa1sd, Fault
 from tests.fake_reststore import AUTH_PATH, IDENTITY_SINGLE_PATH, ZERO_REPLY, FakeRestStore
+from tests.twisted_tests import ensure_deferred, string_transport, take_written
+from tests.unit.conftest import NewBackend, Serve
 from tests.unit.memory_reactor import MemoryClock
 
 ALICE = "@alice:example.org"
@@ -30,34 +31,19 @@ ALICE_PASSWORD = "correct horse battery staple"
 BOB = "@bob:example.org"
 BOB_PASSWORD = "hunter2"
 
-BackendFactory = Callable[..., Backend]
+
+@pytest.fixture
+def store(serve: Serve) -> FakeRestStore:
+    server = serve(FakeRestStore(domain="example.org"))
+    server.add_user(ALICE, ALICE_PASSWORD, display_name="Alice Liddell", emails=("alice@example.org",))
+    server.add_user(BOB, BOB_PASSWORD, msisdns=("447700900123",))
+    return server
 
 
 @pytest.fixture
-def store() -> Iterator[FakeRestStore]:
-    server = FakeRestStore(domain="example.org").start()
-    server.add_user(ALICE, ALICE_PASSWORD, display_name="Alice Liddell", emails=("alice@example.org",))
-    server.add_user(BOB, BOB_PASSWORD, msisdns=("447700900123",))
-    yield server
-    server.stop()
-
-
-@pytest_twisted.async_yield_fixture
-async def make() -> AsyncIterator[BackendFactory]:
-    """Returns a factory: ``make(endpoint=..., **config)`` gives a backend
-    (``backend: rest`` unless given); closes every backend after the test."""
-    backends: List[Backend] = []
-
-    def factory(**raw: Any) -> Backend:
-        raw.setdefault("backend", "rest")
-        config = parse_config(raw)
-        backend = make_backend(config, Transport(config))
-        backends.append(backend)
-        return backend
-
-    yield factory
-    for backend in backends:
-        await backend.close()
+def backend_kind() -> str:
+    """``new_backend`` makes ``backend: rest`` adapters here unless told otherwise."""
+    return "rest"
 
 
 async def check_fails(backend: Backend, user_id: str = ALICE, password: str = ALICE_PASSWORD) -> str:
@@ -105,9 +91,9 @@ def test_threepid_lookup_enabled(raw: Any, enabled: bool) -> None:
 # -- logins -------------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_success_gives_the_profile(store: FakeRestStore, make: BackendFactory) -> None:
-    backend = make(endpoint=store.url)
+@ensure_deferred
+async def test_success_gives_the_profile(store: FakeRestStore, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=store.url)
     reply = await backend.check_password(ALICE, ALICE_PASSWORD)
     assert reply == AuthReply(
         success=True, display_name="Alice Liddell", three_pids=(ThreePid("email", "alice@example.org"),)
@@ -117,9 +103,9 @@ async def test_success_gives_the_profile(store: FakeRestStore, make: BackendFact
     )
 
 
-@pytest_twisted.ensureDeferred
-async def test_request_is_the_rest_store_protocol(store: FakeRestStore, make: BackendFactory) -> None:
-    await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)
+@ensure_deferred
+async def test_request_is_the_rest_store_protocol(store: FakeRestStore, new_backend: NewBackend) -> None:
+    await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)
     (request,) = store.password_checks()
     assert request["method"] == "POST"
     assert request["path"] == AUTH_PATH
@@ -129,20 +115,20 @@ async def test_request_is_the_rest_store_protocol(store: FakeRestStore, make: Ba
     }
 
 
-@pytest_twisted.ensureDeferred
-async def test_domain_with_a_port_is_sent_whole(make: BackendFactory) -> None:
+@ensure_deferred
+async def test_domain_with_a_port_is_sent_whole(new_backend: NewBackend) -> None:
     with FakeRestStore(domain="example.org:8448") as store:
         store.add_user("@alice:example.org:8448", "pw")
-        reply = await make(endpoint=store.url).check_password("@alice:example.org:8448", "pw")
+        reply = await new_backend(endpoint=store.url).check_password("@alice:example.org:8448", "pw")
         assert reply.success is True
         assert store.password_checks()[0]["domain"] == "example.org:8448"
 
 
-@pytest_twisted.ensureDeferred
-async def test_store_user_names_with_capitals_are_found(store: FakeRestStore, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_store_user_names_with_capitals_are_found(store: FakeRestStore, new_backend: NewBackend) -> None:
     # iamd answers its user name lowercased; we always send the canonical, lowercased ID.
     store.add_user("@Carol:example.org", "pw")
-    assert (await make(endpoint=store.url).check_password("@carol:example.org", "pw")).success is True
+    assert (await new_backend(endpoint=store.url).check_password("@carol:example.org", "pw")).success is True
 
 
 @pytest.mark.parametrize(
@@ -157,16 +143,18 @@ async def test_store_user_names_with_capitals_are_found(store: FakeRestStore, ma
         {"type": "MXID", "value": ALICE},
     ],
 )
-@pytest_twisted.ensureDeferred
-async def test_id_naming_the_user_grants_the_login(store: FakeRestStore, make: BackendFactory, store_id: Any) -> None:
+@ensure_deferred
+async def test_id_naming_the_user_grants_the_login(
+    store: FakeRestStore, new_backend: NewBackend, store_id: Any
+) -> None:
     store.id_override[ALICE] = store_id
-    assert (await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)).success is True
+    assert (await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)).success is True
 
 
-@pytest_twisted.ensureDeferred
-async def test_mxid_ids(store: FakeRestStore, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_mxid_ids(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.id_type = "mxid"
-    assert (await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)).success is True
+    assert (await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)).success is True
 
 
 @pytest.mark.parametrize(
@@ -188,49 +176,49 @@ async def test_mxid_ids(store: FakeRestStore, make: BackendFactory) -> None:
         ({"type": "localpart"}, "'auth.id' needs string 'type' and 'value'"),
     ],
 )
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_id_naming_anyone_else_is_a_backend_error(
-    store: FakeRestStore, make: BackendFactory, store_id: Any, words: str
+    store: FakeRestStore, new_backend: NewBackend, store_id: Any, words: str
 ) -> None:
     store.id_override[ALICE] = store_id
-    message = await check_fails(make(endpoint=store.url))
+    message = await check_fails(new_backend(endpoint=store.url))
     assert words in message
     assert message.isprintable()
 
 
-@pytest_twisted.ensureDeferred
-async def test_kelvin_sign_does_not_pass_for_k(make: BackendFactory) -> None:
+@ensure_deferred
+async def test_kelvin_sign_does_not_pass_for_k(new_backend: NewBackend) -> None:
     with FakeRestStore() as store:
         store.add_user("@kate:example.org", "pw")
         store.id_override["@kate:example.org"] = {"type": "localpart", "value": "\u212aate"}
         assert "answered for @\u212aate:example.org, not @kate:example.org" in await check_fails(
-            make(endpoint=store.url), "@kate:example.org", "pw"
+            new_backend(endpoint=store.url), "@kate:example.org", "pw"
         )
 
 
 @pytest.mark.parametrize("user_id,password", [(ALICE, "wrong"), ("@nobody:example.org", "pw")])
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_401_and_404_refuse_the_credentials(
-    store: FakeRestStore, make: BackendFactory, user_id: str, password: str
+    store: FakeRestStore, new_backend: NewBackend, user_id: str, password: str
 ) -> None:
-    assert await make(endpoint=store.url).check_password(user_id, password) == AuthReply(success=False)
+    assert await new_backend(endpoint=store.url).check_password(user_id, password) == AuthReply(success=False)
     assert len(store.password_checks()) == 1
 
 
-@pytest_twisted.ensureDeferred
-async def test_disabled_account_is_refused(store: FakeRestStore, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_disabled_account_is_refused(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.users[ALICE].enabled = False
-    assert await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
+    assert await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
 
 
 @pytest.mark.parametrize("status", [200, 401, 404])
 @pytest.mark.parametrize(
     "body", [ZERO_REPLY, {"auth": {"success": False}}, {"auth": {"success": False, "id": {"type": "mxid"}}}]
 )
-@pytest_twisted.ensureDeferred
-async def test_refusal_bodies(store: FakeRestStore, make: BackendFactory, status: int, body: Any) -> None:
+@ensure_deferred
+async def test_refusal_bodies(store: FakeRestStore, new_backend: NewBackend, status: int, body: Any) -> None:
     store.fault = Fault("status", status=status, body=json.dumps(body).encode())
-    assert await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
+    assert await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
 
 
 @pytest.mark.parametrize("status", [401, 404])
@@ -246,43 +234,43 @@ async def test_refusal_bodies(store: FakeRestStore, make: BackendFactory, status
         b"[]",
     ],
 )
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_401_or_404_without_a_refusal_body_is_a_backend_error(
-    store: FakeRestStore, make: BackendFactory, status: int, body: bytes
+    store: FakeRestStore, new_backend: NewBackend, status: int, body: bytes
 ) -> None:
     store.fault = Fault("status", status=status, body=body)
-    assert await check_fails(make(endpoint=store.url)) == "HTTP %d" % status
+    assert await check_fails(new_backend(endpoint=store.url)) == "HTTP %d" % status
 
 
-@pytest_twisted.ensureDeferred
-async def test_authenticating_proxy_401_is_a_backend_error(make: BackendFactory) -> None:
+@ensure_deferred
+async def test_authenticating_proxy_401_is_a_backend_error(new_backend: NewBackend) -> None:
     with FakeRestStore(required_headers={"Authorization": "Bearer s3cret"}) as store:
         store.add_user(ALICE, ALICE_PASSWORD)
-        assert await check_fails(make(endpoint=store.url)) == "HTTP 401"
-        backend = make(endpoint=store.url, headers={"Authorization": "Bearer s3cret"})
+        assert await check_fails(new_backend(endpoint=store.url)) == "HTTP 401"
+        backend = new_backend(endpoint=store.url, headers={"Authorization": "Bearer s3cret"})
         assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
 
 
-@pytest_twisted.ensureDeferred
-async def test_wrong_path_404_is_a_backend_error(store: FakeRestStore, make: BackendFactory) -> None:
-    backend = make(endpoint=store.url, rest={"auth": "/_ma1sd/backend/api/v1/auth/logn"})
+@ensure_deferred
+async def test_wrong_path_404_is_a_backend_error(store: FakeRestStore, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=store.url, rest={"auth": "/_ma1sd/backend/api/v1/auth/logn"})
     assert await check_fails(backend) == "HTTP 404"
 
 
-@pytest_twisted.ensureDeferred
-async def test_400_says_the_store_refused_the_request(make: BackendFactory) -> None:
+@ensure_deferred
+async def test_400_says_the_store_refused_the_request(new_backend: NewBackend) -> None:
     with FakeRestStore(domain="matrix.example.org") as store:
         store.add_user(ALICE, ALICE_PASSWORD)
-        message = await check_fails(make(endpoint=store.url))
+        message = await check_fails(new_backend(endpoint=store.url))
     assert message.startswith("HTTP 400: the store refused the request itself")
     assert "its domain may not be example.org (Synapse's server_name" in message
     assert ALICE_PASSWORD not in message
 
 
-@pytest_twisted.ensureDeferred
-async def test_400_names_the_domain_escaped(store: FakeRestStore, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_400_names_the_domain_escaped(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.fault = Fault("status", status=400, body=json.dumps(ZERO_REPLY).encode())
-    message = await check_fails(make(endpoint=store.url), "@alice:evil\x1b[2J.example", "pw")
+    message = await check_fails(new_backend(endpoint=store.url), "@alice:evil\x1b[2J.example", "pw")
     assert "evil\\x1b[2J.example" in message
     assert message.isprintable()
 
@@ -307,18 +295,18 @@ async def test_400_names_the_domain_escaped(store: FakeRestStore, make: BackendF
         (Fault("close"), "connection closed"),
     ],
 )  # fmt: skip
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_unusable_replies_are_backend_errors(
-    store: FakeRestStore, make: BackendFactory, fault: Fault, words: str
+    store: FakeRestStore, new_backend: NewBackend, fault: Fault, words: str
 ) -> None:
     store.fault = fault
-    assert words in await check_fails(make(endpoint=store.url))
+    assert words in await check_fails(new_backend(endpoint=store.url))
 
 
-@pytest_twisted.ensureDeferred
-async def test_2xx_refusal_is_a_refusal(store: FakeRestStore, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_2xx_refusal_is_a_refusal(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.fault = Fault("body", body=b'{"auth": {"success": false, "id": {"type": "localpart", "value": "bob"}}}')
-    assert await make(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
+    assert await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
 
 
 class MemoryStore:
@@ -328,8 +316,8 @@ class MemoryStore:
     def __init__(self, **raw: Any):
         self.reactor = MemoryClock()
         config = parse_config(dict(raw, endpoint="http://127.0.0.1:8008", backend="rest"))
-        self.backend = RestStoreBackend(config, Transport(config, reactor=self.reactor))
-        self.wire = StringTransport()
+        self.backend = RestStoreBackend(config, Transport(config, reactor=cast(IReactorTime, self.reactor)))
+        self.wire = string_transport()
 
     def call(self, result: "defer.Deferred[Any]") -> List[Any]:
         """Returns a list that gets the call's outcome (a value or a Failure)."""
@@ -341,13 +329,13 @@ class MemoryStore:
     def connect(self) -> bytes:
         """Accepts the connection the transport asked for; returns the request bytes."""
         host, port, factory, _, _ = self.reactor.tcpClients[-1]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        protocol = factory.buildProtocol(cast(IAddress, IPv4Address("TCP", host, port)))
         assert protocol is not None
         self.protocol = protocol
-        self.protocol.makeConnection(self.wire)
+        self.protocol.makeConnection(cast(ITransport, self.wire))
         for _ in range(3):  # the body is written by the reactor's cooperator
             self.reactor.advance(0)
-        return bytes(self.wire.value())
+        return take_written(self.wire)
 
     def answer(self, status: int, body: bytes) -> None:
         head = b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (status, len(body))
@@ -386,16 +374,16 @@ def test_memory_reactor_timeout_is_a_backend_error() -> None:
     memory.reactor.advance(0.2)
     (failure,) = outcome
     assert isinstance(failure, Failure)
-    assert failure.check(BackendError)
+    assert isinstance(failure.value, BackendError)
     assert str(failure.value) == "no complete answer within 5 s"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_password_is_never_logged(
-    store: FakeRestStore, make: BackendFactory, caplog: pytest.LogCaptureFixture
+    store: FakeRestStore, new_backend: NewBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    backend = make(endpoint=store.url)
+    backend = new_backend(endpoint=store.url)
     await backend.check_password(ALICE, ALICE_PASSWORD)
     store.fault = Fault("status", status=400)
     await check_fails(backend)
@@ -407,11 +395,11 @@ async def test_password_is_never_logged(
 
 
 @pytest.mark.parametrize("suffix", ["", "/"])
-@pytest_twisted.ensureDeferred
-async def test_paths_are_joined_to_the_endpoint(make: BackendFactory, suffix: str) -> None:
+@ensure_deferred
+async def test_paths_are_joined_to_the_endpoint(new_backend: NewBackend, suffix: str) -> None:
     with FakeRestStore(base_path="/iam/_ma1sd/backend/api/v1") as store:
         store.add_user(ALICE, ALICE_PASSWORD, emails=("alice@example.org",))
-        backend = make(endpoint=store.url + "/iam" + suffix)
+        backend = new_backend(endpoint=store.url + "/iam" + suffix)
         assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
         assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
         assert [r["path"] for r in store.requests] == [
@@ -420,21 +408,21 @@ async def test_paths_are_joined_to_the_endpoint(make: BackendFactory, suffix: st
         ]
 
 
-@pytest_twisted.ensureDeferred
-async def test_custom_paths(make: BackendFactory) -> None:
+@ensure_deferred
+async def test_custom_paths(new_backend: NewBackend) -> None:
     with FakeRestStore(base_path="/api") as store:
         store.add_user(ALICE, ALICE_PASSWORD, emails=("alice@example.org",))
-        backend = make(
+        backend = new_backend(
             endpoint=store.url, rest={"auth": "/api/auth/login", "identity": {"single": "/api/identity/single"}}
         )
         assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
         assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
 
 
-@pytest_twisted.ensureDeferred
-async def test_full_urls_are_used_as_is(store: FakeRestStore, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_full_urls_are_used_as_is(store: FakeRestStore, new_backend: NewBackend) -> None:
     # The endpoint answers nothing (port 9, discard): only the full URLs are asked.
-    backend = make(
+    backend = new_backend(
         endpoint="http://127.0.0.1:9",
         rest={"auth": store.url + AUTH_PATH, "identity": {"single": store.url + IDENTITY_SINGLE_PATH}},
     )
@@ -446,9 +434,9 @@ async def test_full_urls_are_used_as_is(store: FakeRestStore, make: BackendFacto
 # -- 3PID lookups --------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_lookup_hit_localpart(store: FakeRestStore, make: BackendFactory) -> None:
-    backend = make(endpoint=store.url)
+@ensure_deferred
+async def test_lookup_hit_localpart(store: FakeRestStore, new_backend: NewBackend) -> None:
+    backend = new_backend(endpoint=store.url)
     assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
     assert await backend.lookup_threepid("msisdn", "447700900123", "example.org") == BOB
     (request, _) = store.lookups()
@@ -457,33 +445,33 @@ async def test_lookup_hit_localpart(store: FakeRestStore, make: BackendFactory) 
     assert json.loads(request["body"]) == {"lookup": {"medium": "email", "address": "alice@example.org"}}
 
 
-@pytest_twisted.ensureDeferred
-async def test_lookup_localpart_is_lowercased_onto_our_server(store: FakeRestStore, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_lookup_localpart_is_lowercased_onto_our_server(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.id_override[ALICE] = {"type": "localpart", "value": "Alice"}
-    backend = make(endpoint=store.url)
+    backend = new_backend(endpoint=store.url)
     assert await backend.lookup_threepid("email", "alice@example.org", "matrix.example.org") == (
         "@alice:matrix.example.org"
     )
 
 
 @pytest.mark.parametrize("value", ["@alice:example.org", "@alice:evil.example", "@Alice:Example.org"])
-@pytest_twisted.ensureDeferred
-async def test_lookup_hit_mxid_is_returned_as_sent(store: FakeRestStore, make: BackendFactory, value: str) -> None:
+@ensure_deferred
+async def test_lookup_hit_mxid_is_returned_as_sent(store: FakeRestStore, new_backend: NewBackend, value: str) -> None:
     # The provider refuses IDs of other servers; the adapter reports what the store said.
     store.id_override[ALICE] = {"type": "mxid", "value": value}
-    assert await make(endpoint=store.url).lookup_threepid("email", "alice@example.org", "example.org") == value
+    assert await new_backend(endpoint=store.url).lookup_threepid("email", "alice@example.org", "example.org") == value
 
 
-@pytest_twisted.ensureDeferred
-async def test_lookup_with_mxid_ids(store: FakeRestStore, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_lookup_with_mxid_ids(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.id_type = "mxid"
-    assert await make(endpoint=store.url).lookup_threepid("email", "alice@example.org", "example.org") == ALICE
+    assert await new_backend(endpoint=store.url).lookup_threepid("email", "alice@example.org", "example.org") == ALICE
 
 
 @pytest.mark.parametrize("fault", [Fault("status", status=404, body=b"{}"), Fault("body", body=b"{}")])
-@pytest_twisted.ensureDeferred
-async def test_lookup_miss(store: FakeRestStore, make: BackendFactory, fault: Fault) -> None:
-    backend = make(endpoint=store.url)
+@ensure_deferred
+async def test_lookup_miss(store: FakeRestStore, new_backend: NewBackend, fault: Fault) -> None:
+    backend = new_backend(endpoint=store.url)
     assert await backend.lookup_threepid("email", "nobody@example.org", "example.org") is None
     store.fault = fault
     assert await backend.lookup_threepid("email", "alice@example.org", "example.org") is None
@@ -505,24 +493,24 @@ async def test_lookup_miss(store: FakeRestStore, make: BackendFactory, fault: Fa
         (Fault("redirect", status=307), "HTTP 307 redirect"),
     ],
 )
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_unusable_lookup_replies_are_backend_errors(
-    store: FakeRestStore, make: BackendFactory, fault: Fault, words: str
+    store: FakeRestStore, new_backend: NewBackend, fault: Fault, words: str
 ) -> None:
     store.fault = fault
-    assert words in await lookup_fails(make(endpoint=store.url))
+    assert words in await lookup_fails(new_backend(endpoint=store.url))
 
 
-@pytest_twisted.ensureDeferred
-async def test_lookup_id_missing_is_a_backend_error(store: FakeRestStore, make: BackendFactory) -> None:
+@ensure_deferred
+async def test_lookup_id_missing_is_a_backend_error(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.id_override[ALICE] = None
-    assert "'lookup' has no 'id'" in await lookup_fails(make(endpoint=store.url))
+    assert "'lookup' has no 'id'" in await lookup_fails(new_backend(endpoint=store.url))
 
 
 @pytest.mark.parametrize("raw", [{"threepid_login": {"enabled": False}}, {"rest": {"identity": {"single": ""}}}])
-@pytest_twisted.ensureDeferred
-async def test_lookup_off_asks_nothing(store: FakeRestStore, make: BackendFactory, raw: Any) -> None:
-    backend = make(endpoint=store.url, **raw)
+@ensure_deferred
+async def test_lookup_off_asks_nothing(store: FakeRestStore, new_backend: NewBackend, raw: Any) -> None:
+    backend = new_backend(endpoint=store.url, **raw)
     assert backend.threepid_lookup_enabled is False
     assert await backend.lookup_threepid("email", "alice@example.org", "example.org") is None
     assert store.requests == []
@@ -532,11 +520,11 @@ async def test_lookup_off_asks_nothing(store: FakeRestStore, make: BackendFactor
 
 
 @pytest.mark.parametrize("fake_class,backend", [(FakeMa1sd, "ma1sd"), (FakeRestStore, "rest")])
-@pytest_twisted.ensureDeferred
-async def test_either_backend_against_its_fake(make: BackendFactory, fake_class: Any, backend: str) -> None:
+@ensure_deferred
+async def test_either_backend_against_its_fake(new_backend: NewBackend, fake_class: Any, backend: str) -> None:
     with fake_class() as fake:
         fake.add_user(ALICE, ALICE_PASSWORD, display_name="Alice", emails=("alice@example.org",))
-        adapter = make(endpoint=fake.url, backend=backend)
+        adapter = new_backend(endpoint=fake.url, backend=backend)
         assert adapter.kind == backend
         assert await adapter.check_password(ALICE, ALICE_PASSWORD) == AuthReply(
             success=True, display_name="Alice", three_pids=(ThreePid("email", "alice@example.org"),)

@@ -7,7 +7,9 @@ and moves the clock, so nothing depends on how fast this machine is.
 Everything about real sockets (refused connections, TLS, servers that read a
 request and drop the connection, cookies, compression) runs against real
 servers on 127.0.0.1: the threaded fake ma1sd, a raw socket server, or a
-``twisted.web`` site in this process.
+``twisted.web`` site in this process. Those tests keep the default deadline
+(10 s) and never depend on it: each outcome they check comes without waiting,
+and a server that must hold requests holds them until the test lets them go.
 """
 
 import gzip
@@ -16,13 +18,13 @@ import socket
 import threading
 from http.cookiejar import CookieJar
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Set, Tuple, cast
 
 import pytest
-import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, VerifyError
+from twisted.internet.interfaces import IAddress, IReactorTime, ITransport
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web._newclient import HTTP11ClientProtocol, RequestNotSent
@@ -33,13 +35,10 @@ from rest_auth_provider import metrics, transport
 from rest_auth_provider.config import parse_config
 from rest_auth_provider.transport import BackendError, HttpReply, Transport, _retryable, decode_reply
 from tests.fake_ma1sd import FakeMa1sd, Fault
+from tests.twisted_tests import async_yield_fixture, ensure_deferred, string_transport, take_written
 from tests.unit.certs import CertPaths, write_certs
+from tests.unit.conftest import Serve
 from tests.unit.memory_reactor import MemoryClock
-
-try:
-    from twisted.internet.testing import StringTransport
-except ImportError:  # pragma: no cover - Twisted before 19.7
-    from twisted.test.proto_helpers import StringTransport  # type: ignore[no-redef]
 
 ALICE = "@alice:example.com"
 ALICE_PASSWORD = "correct horse battery staple"
@@ -54,7 +53,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertPaths:
     return write_certs(str(tmp_path_factory.mktemp("certs")))
 
 
-@pytest_twisted.async_yield_fixture
+@async_yield_fixture
 async def make() -> AsyncIterator[TransportFactory]:
     """Returns a factory: ``make(endpoint=..., **other_config_keys)``; closes every transport after the test."""
     made: List[Transport] = []
@@ -87,15 +86,14 @@ async def _get(t: Transport, url: str) -> HttpReply:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeMa1sd]:
-    server = FakeMa1sd().start()
+def fake(serve: Serve) -> FakeMa1sd:
+    server = serve(FakeMa1sd())
     server.add_user(ALICE, ALICE_PASSWORD)
-    yield server
-    server.stop()
+    return server
 
 
 @pytest.mark.parametrize("status", [200, 401, 404, 500])
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_any_complete_reply_is_returned_whatever_its_status(
     fake: FakeMa1sd, make: TransportFactory, status: int
 ) -> None:
@@ -145,15 +143,15 @@ def test_decode_reply_refuses_what_is_not_strict_json(body: bytes, message: str)
 # -- failures on real sockets ------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_connection_refused(make: TransportFactory) -> None:
     stopped = FakeMa1sd().start()
     url = stopped.url
     stopped.stop()
-    assert "connection refused" in await _post_fails(make(endpoint=url, timeout=2), url)
+    assert "connection refused" in await _post_fails(make(endpoint=url), url)
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_redirect_is_not_followed(fake: FakeMa1sd, make: TransportFactory) -> None:
     fake.fault = Fault("redirect", status=302, location="http://127.0.0.1:9/elsewhere")
     reply = await _post(make(endpoint=fake.url), fake.url)
@@ -165,7 +163,7 @@ async def test_redirect_is_not_followed(fake: FakeMa1sd, make: TransportFactory)
     assert "HTTP 302 redirect to http://127.0.0.1:9/elsewhere" in str(info.value)
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_redirect_target_is_shown_without_credentials_or_control_characters(
     fake: FakeMa1sd, make: TransportFactory
 ) -> None:
@@ -178,13 +176,13 @@ async def test_redirect_target_is_shown_without_credentials_or_control_character
     )
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_reply_larger_than_max_response_size(fake: FakeMa1sd, make: TransportFactory) -> None:
     fake.fault = Fault("huge", size=2048)
     assert await _post_fails(make(endpoint=fake.url, max_response_size=1024), fake.url) == "reply too large"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_reply_just_under_max_response_size_is_accepted(fake: FakeMa1sd, make: TransportFactory) -> None:
     fake.fault = Fault("huge", size=900)
     reply = await _post(make(endpoint=fake.url, max_response_size=1024), fake.url)
@@ -192,29 +190,29 @@ async def test_reply_just_under_max_response_size_is_accepted(fake: FakeMa1sd, m
     assert 900 < len(reply.body) <= 1024
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_body_cut_off(fake: FakeMa1sd, make: TransportFactory) -> None:
     fake.fault = Fault("cutoff")
-    message = await _post_fails(make(endpoint=fake.url, timeout=2), fake.url)
+    message = await _post_fails(make(endpoint=fake.url), fake.url)
     assert message == "connection closed before the reply was complete"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_closed_without_reply(fake: FakeMa1sd, make: TransportFactory) -> None:
     fake.fault = Fault("close")
-    assert "connection closed before a reply" in await _post_fails(make(endpoint=fake.url, timeout=2), fake.url)
+    assert "connection closed before a reply" in await _post_fails(make(endpoint=fake.url), fake.url)
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_closed_without_reply_on_fresh_connection_is_not_retried(fake: FakeMa1sd, make: TransportFactory) -> None:
     fake.fault = Fault("close")
-    await _post_fails(make(endpoint=fake.url, timeout=2), fake.url)
+    await _post_fails(make(endpoint=fake.url), fake.url)
     # The password check reached the server's handler on a new connection:
     # asking again would count a second (failed) attempt against the directory.
     assert len(fake.requests_for(CHECK)) == 1
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_connections_are_reused(fake: FakeMa1sd, make: TransportFactory) -> None:
     t = make(endpoint=fake.url)
     for _ in range(10):
@@ -223,15 +221,62 @@ async def test_connections_are_reused(fake: FakeMa1sd, make: TransportFactory) -
     assert fake.connections == 1
 
 
-@pytest_twisted.ensureDeferred
-async def test_max_concurrent_requests_on_real_sockets(fake: FakeMa1sd, make: TransportFactory) -> None:
-    fake.delay = 0.3
-    t = make(endpoint=fake.url, max_concurrent_requests=2, timeout=10)
-    calls = [defer.ensureDeferred(_post(t, fake.url)) for _ in range(6)]
-    assert t.in_flight == 2
-    replies = await defer.gatherResults(calls, consumeErrors=True)
+class _HeldSite(resource.Resource):
+    """A twisted.web resource that holds every request until the test answers it."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: List[Any] = []
+        self.most_held = 0
+        self._waiting: List[Tuple[int, defer.Deferred[None]]] = []
+
+    def render(self, request: Any) -> int:
+        self.held.append(request)
+        self.most_held = max(self.most_held, len(self.held))
+        for entry in [w for w in self._waiting if len(self.held) >= w[0]]:
+            self._waiting.remove(entry)
+            entry[1].callback(None)
+        return server.NOT_DONE_YET
+
+    def holding(self, count: int) -> "defer.Deferred[None]":
+        """Returns a Deferred that fires once ``count`` requests are held."""
+        if len(self.held) >= count:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append((count, d))
+        return d
+
+    def answer_one(self) -> None:
+        request = self.held.pop(0)
+        request.setHeader(b"content-type", b"application/json")
+        request.write(b'{"auth": {"success": true}}')
+        request.finish()
+
+
+@ensure_deferred
+async def test_max_concurrent_requests_on_real_sockets(make: TransportFactory) -> None:
+    from twisted.internet import reactor
+
+    held = _HeldSite()
+    tcp: Any = reactor  # the module's type does not say it listens on TCP; it does
+    port: Any = tcp.listenTCP(0, server.Site(held), interface="127.0.0.1")
+    url = "http://127.0.0.1:%d" % port.getHost().port
+    try:
+        t = make(endpoint=url, max_concurrent_requests=2)
+        calls = [defer.ensureDeferred(_post(t, url)) for _ in range(6)]
+        assert t.in_flight == 2
+        for answered in range(6):
+            # Two requests reach the server and wait there; each answer lets one more through.
+            await held.holding(min(2, 6 - answered))
+            assert len(held.held) == min(2, 6 - answered)
+            held.answer_one()
+        replies = await defer.gatherResults(calls, consumeErrors=True)
+    finally:
+        await port.stopListening()
     assert [r.status for r in replies] == [200] * 6
-    assert fake.max_in_flight == 2
+    assert held.most_held == 2
     assert t.in_flight == 0
 
 
@@ -239,40 +284,37 @@ async def test_max_concurrent_requests_on_real_sockets(fake: FakeMa1sd, make: Tr
 
 
 @pytest.fixture
-def tls_fake(certs: CertPaths) -> Iterator[FakeMa1sd]:
-    server = FakeMa1sd(tls=certs.server).start()
+def tls_fake(serve: Serve, certs: CertPaths) -> FakeMa1sd:
+    server = serve(FakeMa1sd(tls=certs.server))
     server.add_user(ALICE, ALICE_PASSWORD)
-    yield server
-    server.stop()
+    return server
 
 
 @pytest.fixture
-def self_signed_fake(certs: CertPaths) -> Iterator[FakeMa1sd]:
-    server = FakeMa1sd(tls=certs.self_signed).start()
-    yield server
-    server.stop()
+def self_signed_fake(serve: Serve, certs: CertPaths) -> FakeMa1sd:
+    return serve(FakeMa1sd(tls=certs.self_signed))
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_tls_self_signed_not_trusted(self_signed_fake: FakeMa1sd, make: TransportFactory) -> None:
     assert self_signed_fake.url.startswith("https://")
-    message = await _post_fails(make(endpoint=self_signed_fake.url, timeout=2), self_signed_fake.url)
+    message = await _post_fails(make(endpoint=self_signed_fake.url), self_signed_fake.url)
     assert message == "TLS handshake failed (certificate not trusted or wrong host name?)"
     assert self_signed_fake.requests == []
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_tls_certificate_not_signed_by_configured_ca(
     self_signed_fake: FakeMa1sd, make: TransportFactory, certs: CertPaths
 ) -> None:
-    t = make(endpoint=self_signed_fake.url, timeout=2, tls={"ca_file": certs.ca_cert})
+    t = make(endpoint=self_signed_fake.url, tls={"ca_file": certs.ca_cert})
     assert "TLS handshake failed" in await _post_fails(t, self_signed_fake.url)
     assert self_signed_fake.requests == []
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_tls_with_configured_ca(tls_fake: FakeMa1sd, make: TransportFactory, certs: CertPaths) -> None:
-    t = make(endpoint=tls_fake.url, timeout=2, tls={"ca_file": certs.ca_cert})
+    t = make(endpoint=tls_fake.url, tls={"ca_file": certs.ca_cert})
     for _ in range(3):
         reply = await _post(t, tls_fake.url)
         assert json.loads(reply.body)["auth"]["success"] is True
@@ -280,18 +322,26 @@ async def test_tls_with_configured_ca(tls_fake: FakeMa1sd, make: TransportFactor
     assert tls_fake.connections == 1
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
+async def test_tls_certificate_for_another_host_name(make: TransportFactory, certs: CertPaths) -> None:
+    with FakeMa1sd(tls=certs.other_name) as other:
+        t = make(endpoint=other.url, tls={"ca_file": certs.ca_cert})
+        message = await _post_fails(t, other.url)
+        assert other.requests == []
+    assert message == "TLS handshake failed (certificate not trusted or wrong host name?)"
+
+
+@ensure_deferred
 async def test_tls_ca_signed_server_not_trusted_without_ca_file(tls_fake: FakeMa1sd, make: TransportFactory) -> None:
-    assert "TLS handshake failed" in await _post_fails(make(endpoint=tls_fake.url, timeout=2), tls_fake.url)
+    assert "TLS handshake failed" in await _post_fails(make(endpoint=tls_fake.url), tls_fake.url)
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_tls_with_client_certificate_configured(
     tls_fake: FakeMa1sd, make: TransportFactory, certs: CertPaths
 ) -> None:
     t = make(
         endpoint=tls_fake.url,
-        timeout=2,
         tls={"ca_file": certs.ca_cert, "client_certificate": certs.client_cert, "client_key": certs.client_key},
     )
     assert (await _post(t, tls_fake.url)).status == 200
@@ -320,14 +370,13 @@ def test_tls_ca_file_without_certificate_is_refused_at_start(tmp_path: Path) -> 
 
 
 @pytest.fixture
-def guarded_fake() -> Iterator[FakeMa1sd]:
-    server = FakeMa1sd(required_headers={"Authorization": "Bearer x", "X-Token": "s3cret-token"}).start()
+def guarded_fake(serve: Serve) -> FakeMa1sd:
+    server = serve(FakeMa1sd(required_headers={"Authorization": "Bearer x", "X-Token": "s3cret-token"}))
     server.add_user(ALICE, ALICE_PASSWORD)
-    yield server
-    server.stop()
+    return server
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_configured_headers_reach_server(guarded_fake: FakeMa1sd, make: TransportFactory, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
@@ -340,7 +389,7 @@ async def test_configured_headers_reach_server(guarded_fake: FakeMa1sd, make: Tr
     assert headers["x-token"] == "s3cret-token"
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_missing_headers_are_refused_by_server(guarded_fake: FakeMa1sd, make: TransportFactory) -> None:
     t = make(endpoint=guarded_fake.url, headers={"Authorization": "Bearer x"})
     assert (await _post(t, guarded_fake.url)).status == 401
@@ -381,18 +430,19 @@ class _Site(resource.Resource):
         return body
 
 
-@pytest_twisted.async_yield_fixture
+@async_yield_fixture
 async def site() -> AsyncIterator[Tuple[_Site, str]]:
     """A twisted.web server in this process on 127.0.0.1: (its resource, its URL)."""
     from twisted.internet import reactor
 
     recorder = _Site()
-    port: Any = reactor.listenTCP(0, server.Site(recorder), interface="127.0.0.1")  # type: ignore[attr-defined]
+    tcp: Any = reactor  # the module's type does not say it listens on TCP; it does
+    port: Any = tcp.listenTCP(0, server.Site(recorder), interface="127.0.0.1")
     yield recorder, "http://127.0.0.1:%d" % port.getHost().port
     await port.stopListening()
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_a_cookie_set_by_the_server_is_never_sent_back(site: Tuple[_Site, str], make: TransportFactory) -> None:
     recorder, url = site
     recorder.reply = (200, {"Set-Cookie": "session=alice-s3ssion; Path=/"}, b"{}")
@@ -404,7 +454,7 @@ async def test_a_cookie_set_by_the_server_is_never_sent_back(site: Tuple[_Site, 
     assert [r.get("cookie") for r in recorder.requests] == [None, None, None]
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_a_keeping_jar_would_send_the_cookie_back(
     site: Tuple[_Site, str], make: TransportFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -419,7 +469,7 @@ async def test_a_keeping_jar_would_send_the_cookie_back(
     assert [r.get("cookie") for r in recorder.requests] == [None, ["session=alice-s3ssion"]]
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_a_compressed_reply_is_read_as_sent_never_inflated(
     site: Tuple[_Site, str], make: TransportFactory
 ) -> None:
@@ -437,7 +487,7 @@ async def test_a_compressed_reply_is_read_as_sent_never_inflated(
         decode_reply(reply)
 
 
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_headers_given_to_treq_stay_as_built(site: Tuple[_Site, str], make: TransportFactory) -> None:
     # They are built once and shared by every request: nothing on the way may add to them.
     recorder, url = site
@@ -461,16 +511,16 @@ class _Connection:
 
     def __init__(self, clock: MemoryClock, index: int) -> None:
         host, port, factory, _, _ = clock.tcpClients[index]
-        address = IPv4Address("TCP", host, port)
-        self.protocol = factory.buildProtocol(address)
-        self.transport = StringTransport(peerAddress=address)
-        self.protocol.makeConnection(self.transport)
+        address = cast(IAddress, IPv4Address("TCP", host, port))
+        protocol = factory.buildProtocol(address)
+        assert protocol is not None
+        self.protocol = protocol
+        self.transport = string_transport(address)
+        self.protocol.makeConnection(cast(ITransport, self.transport))
 
     def received(self) -> bytes:
         """Returns what the client sent so far, and forgets it."""
-        data = self.transport.value()
-        self.transport.clear()
-        return bytes(data)
+        return take_written(self.transport)
 
     def send(self, data: bytes) -> None:
         self.protocol.dataReceived(data)
@@ -484,7 +534,7 @@ def _ok(body: bytes = b'{"auth": {"success": true}}') -> bytes:
 
 
 def _memory(clock: MemoryClock, **raw: Any) -> Transport:
-    return Transport(parse_config(dict({"endpoint": MEMORY_ENDPOINT}, **raw)), reactor=clock)
+    return Transport(parse_config(dict({"endpoint": MEMORY_ENDPOINT}, **raw)), reactor=cast(IReactorTime, clock))
 
 
 def _start_post(t: Transport) -> "defer.Deferred[HttpReply]":
@@ -554,7 +604,9 @@ def test_no_answer_fails_at_the_deadline_and_is_not_sent_again() -> None:
     assert connection.received() == b""
     assert t.in_flight == 0
     # The metric saw the whole wait.
-    assert _observed("check_credentials") == (count + 1, pytest.approx(total + 0.5))
+    observed_count, observed_sum = _observed("check_credentials")
+    assert observed_count == count + 1
+    assert observed_sum == pytest.approx(total + 0.5)
 
 
 def test_a_connection_never_established_fails_at_the_deadline() -> None:
@@ -655,6 +707,27 @@ def test_max_concurrent_requests() -> None:
             assert _result(calls[2 * round_number + index]).status == 200
     assert len(clock.tcpClients) == 2  # the other four reused the two connections
     assert t.in_flight == 0
+
+
+def test_the_deferred_adapter_wraps_what_each_request_awaits() -> None:
+    # Inside Synapse the adapter is make_deferred_yieldable, so that a login's log context survives the wait.
+    clock = MemoryClock()
+    adapted: List[Any] = []
+
+    def adapter(d: "defer.Deferred[Any]") -> "defer.Deferred[Any]":
+        adapted.append(d)
+        return d.addCallback(lambda reply: reply._replace(body=b"adapted"))
+
+    config = parse_config({"endpoint": MEMORY_ENDPOINT})
+    t = Transport(config, reactor=cast(IReactorTime, clock), deferred_adapter=adapter)
+    d = _start_post(t)
+    assert len(adapted) == 1
+    _Connection(clock, 0).send(_ok())
+    assert _result(d).body == b"adapted"
+    # Without one, the request's own Deferred is awaited as it is.
+    d = _start_post(Transport(config, reactor=cast(IReactorTime, clock)))
+    _Connection(clock, 1).send(_ok())
+    assert _result(d).body == b'{"auth": {"success": true}}'
 
 
 def test_a_timed_out_connection_is_not_reused() -> None:
@@ -772,11 +845,11 @@ def dropping_server(request: pytest.FixtureRequest) -> Iterator[_DroppingServer]
 
 
 @pytest.mark.parametrize("dropping_server", [{2}], indirect=True)
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_password_check_read_then_dropped_on_a_kept_alive_connection_is_not_sent_again(
     dropping_server: _DroppingServer, make: TransportFactory
 ) -> None:
-    t = make(endpoint=dropping_server.url, timeout=2)
+    t = make(endpoint=dropping_server.url)
     assert (await _post(t, dropping_server.url)).status == 200
     # The second check goes out on the kept-alive connection; the server reads
     # it (and could count it against a lockout policy), then closes.
@@ -786,11 +859,11 @@ async def test_password_check_read_then_dropped_on_a_kept_alive_connection_is_no
 
 
 @pytest.mark.parametrize("dropping_server", [{2}], indirect=True)
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_lookup_read_then_dropped_on_a_kept_alive_connection_is_answered_by_a_retry(
     dropping_server: _DroppingServer, make: TransportFactory
 ) -> None:
-    t = make(endpoint=dropping_server.url, timeout=2)
+    t = make(endpoint=dropping_server.url)
     assert (await _get(t, dropping_server.url)).status == 200
     assert (await _get(t, dropping_server.url)).status == 200
     # The dropped lookup reached the server; the retry went out on a new connection.
@@ -798,13 +871,13 @@ async def test_lookup_read_then_dropped_on_a_kept_alive_connection_is_answered_b
 
 
 @pytest.mark.parametrize("dropping_server", [{2}], indirect=True)
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_lookup_retry_uses_a_new_connection_not_another_idle_one(
     dropping_server: _DroppingServer, make: TransportFactory
 ) -> None:
     # Two kept-alive connections, both of which drop their next request (as
     # after a restart of the server): the retry must not go out on the other.
-    t = make(endpoint=dropping_server.url, timeout=2, max_concurrent_requests=4)
+    t = make(endpoint=dropping_server.url, max_concurrent_requests=4)
     first = [defer.ensureDeferred(_get(t, dropping_server.url)) for _ in range(2)]
     assert [r.status for r in await defer.gatherResults(first)] == [200, 200]
     assert dropping_server.connections == 2
@@ -816,11 +889,11 @@ async def test_lookup_retry_uses_a_new_connection_not_another_idle_one(
 
 
 @pytest.mark.parametrize("dropping_server", [{1}], indirect=True)
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_lookup_dropped_on_a_new_connection_is_not_retried(
     dropping_server: _DroppingServer, make: TransportFactory
 ) -> None:
-    t = make(endpoint=dropping_server.url, timeout=2)
+    t = make(endpoint=dropping_server.url)
     with pytest.raises(BackendError, match="connection closed before a reply"):
         await _get(t, dropping_server.url)
     assert dropping_server.requests_for("GET") == [(1, 1)]
@@ -835,11 +908,11 @@ def _dead_connection() -> HTTP11ClientProtocol:
 
 @pytest.mark.parametrize("dropping_server", [set()], indirect=True)
 @pytest.mark.parametrize("method", ["POST", "GET"])
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_request_not_sent_is_retried_on_a_new_connection(
     dropping_server: _DroppingServer, make: TransportFactory, monkeypatch: pytest.MonkeyPatch, method: str
 ) -> None:
-    t = make(endpoint=dropping_server.url, timeout=2)
+    t = make(endpoint=dropping_server.url)
     pool: Any = t._pool
     get_connection = pool.getConnection
     handed_out: List[HTTP11ClientProtocol] = []
@@ -862,11 +935,11 @@ async def test_request_not_sent_is_retried_on_a_new_connection(
 
 
 @pytest.mark.parametrize("dropping_server", [set()], indirect=True)
-@pytest_twisted.ensureDeferred
+@ensure_deferred
 async def test_request_not_sent_twice_gives_up(
     dropping_server: _DroppingServer, make: TransportFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    t = make(endpoint=dropping_server.url, timeout=2)
+    t = make(endpoint=dropping_server.url)
     pool: Any = t._pool
     handed_out: List[HTTP11ClientProtocol] = []
 
@@ -881,7 +954,8 @@ async def test_request_not_sent_twice_gives_up(
 
 
 def _failed(exc_type: Any, reason: BaseException) -> BaseException:
-    return exc_type([Failure(reason)])  # type: ignore[no-any-return]
+    failed: BaseException = exc_type([Failure(reason)])
+    return failed
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import configparser
 import re
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ def matrix() -> List[Dict[str, str]]:
     return rows
 
 
-def _version(text: str) -> tuple:
+def _version(text: str) -> Tuple[int, ...]:
     return tuple(int(x) for x in text.split(".")) if text != "newest" else (999,)
 
 
