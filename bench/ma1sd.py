@@ -1,5 +1,5 @@
-"""The fake ma1sd (``tests.fake_ma1sd.FakeMa1sd``), or the fake REST identity
-store (``tests.fake_reststore.FakeRestStore``), in a process of its own.
+"""The fake ma1sd (``support.fake_ma1sd.FakeMa1sd``), or the fake REST identity
+store (``support.fake_reststore.FakeRestStore``), in a process of its own.
 
 Real ma1sd is a separate (Java) process, and so is a real REST store. Running
 the threaded fake inside the benchmark process would make it share one GIL
@@ -16,8 +16,8 @@ import signal
 from multiprocessing.connection import Connection
 from typing import Any, List, Optional, Tuple
 
-from tests.fake_ma1sd import FakeMa1sd
-from tests.fake_reststore import FakeRestStore
+from support.fake_ma1sd import FakeMa1sd
+from support.fake_reststore import FakeRestStore
 
 #: What each kind of fake speaks: ma1sd's own API, or ma1sd's REST-store backend protocol.
 KINDS = ("ma1sd", "rest")

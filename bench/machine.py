@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Sequence
 
 from bench.load import busy_cores, machine_cpu
 from bench.report import median
-from tests.integration.harness import synapse_version
+from support.harness import synapse_version
 
 
 def _read(path: str) -> str:

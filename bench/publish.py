@@ -70,7 +70,8 @@ def publish(
         log()
     log("Targets (ratios to floor in this run, per backend)")
     for t in targets:
-        log("  %-4s  [%s] %s: %s" % (t["status"], t["backend"], t["target"], t["detail"]))
+        http = " (HTTP floor: %s)" % t["http_floor"] if "http_floor" in t else ""
+        log("  %-4s  [%s] %s: %s%s" % (t["status"], t["backend"], t["target"], t["detail"], http))
 
     out_dir: Path = args.output
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,9 @@ def markdown_report(
                 r["ma1sd_connections"],
             )
         )
-    lines += ["", "| backend | target | result | figures |", "|---|---|---|---|"]
-    lines += ["| %s | %s | %s | %s |" % (t["backend"], t["target"], t["status"], t["detail"]) for t in targets]
+    lines += ["", "| backend | target | result | HTTP floor | figures |", "|---|---|---|---|---|"]
+    lines += [
+        "| %s | %s | %s | %s | %s |" % (t["backend"], t["target"], t["status"], t.get("http_floor", "-"), t["detail"])
+        for t in targets
+    ]
     return "\n".join(lines) + "\n"

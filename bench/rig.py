@@ -19,7 +19,7 @@ from bench.load import Login, PhaseResult, db_transactions, process_cpu_seconds,
 from bench.ma1sd import RemoteMa1sd, make_fake, raise_listen_backlog
 from bench.report import HTTP_FLOOR, OURS, log
 from bench.targets import FLOOR
-from tests.integration.harness import (
+from support.harness import (
     SERVER_NAME,
     SynapseServer,
     client_listener,
@@ -27,7 +27,7 @@ from tests.integration.harness import (
     log_config,
     synapse_version,
 )
-from tests.integration.services import PostgresCluster
+from support.services import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 PAUSE = 0.3  # seconds between two batches, so one batch's tail does not overlap the next

@@ -48,7 +48,7 @@ from bench.publish import publish
 from bench.report import HTTP_FLOOR, OURS, PROVIDER_ORDER, cell_key, log
 from bench.rig import PROVIDERS, ROOT, Bench
 from bench.targets import BATCH_CONCURRENCY, BATCH_DELAY_MS, FIRST_MIN_REPEATS, evaluate_targets
-from tests.integration.harness import remove_tree
+from support.harness import remove_tree
 
 BACKEND_CHOICES = ("ma1sd", "rest", "both")
 

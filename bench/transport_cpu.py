@@ -52,10 +52,10 @@ from bench.ma1sd import RemoteMa1sd, raise_listen_backlog
 from rest_auth_provider.backends.ma1sd import Ma1sdBackend
 from rest_auth_provider.config import ProviderConfig, parse_config
 from rest_auth_provider.transport import Transport
-from tests.fake_ma1sd import FakeMa1sd
-from tests.twisted_tests import string_transport, take_written
-from tests.unit.certs import write_certs
-from tests.unit.memory_reactor import MemoryClock
+from support.certs import write_certs
+from support.fake_ma1sd import FakeMa1sd
+from support.memory_reactor import MemoryClock
+from support.twisted_helpers import string_transport, take_written
 
 ROOT = Path(__file__).resolve().parents[1]
 # The last version of the client before the treq transport (issue 15).
@@ -123,7 +123,7 @@ async def measure(make: Factory, calls: int, concurrency: int) -> Tuple[float, f
 def _factories(config: ProviderConfig, old: Any) -> Dict[str, Factory]:
     def new() -> Tuple[Call, Close]:
         backend = Ma1sdBackend(config, Transport(config))
-        return (lambda: backend.check_password(USER, PASSWORD)), backend.close
+        return (lambda: backend.verify_password(USER, PASSWORD)), backend.close
 
     if old is None:
         return {"new": new}
@@ -190,7 +190,7 @@ def measure_memory(name: str, old: Any, calls: int) -> float:
         call: Call = lambda: client.check_credentials(USER, PASSWORD)  # noqa: E731
     else:
         backend = Ma1sdBackend(config, Transport(config, reactor=clock))
-        call = lambda: backend.check_password(USER, PASSWORD)  # noqa: E731
+        call = lambda: backend.verify_password(USER, PASSWORD)  # noqa: E731
     server = string_transport()
     protocol: List[Any] = []
 

@@ -224,7 +224,7 @@ class RestAuthProvider:
             return self._refuse_locally(user_id, "too many failed attempts (rc_login.failed_attempts)")
 
         try:
-            reply = await self._backend.check_password(user_id, password)
+            reply = await self._backend.verify_password(user_id, password)
         except BackendError as e:
             logger.warning(
                 "Login refused for %s: %s at %s failed: %s", user_id, self._backend.name, self._config.endpoint, e

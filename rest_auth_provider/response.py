@@ -184,14 +184,19 @@ def clean_display_name(value: str) -> Optional[str]:
     return name or None
 
 
+def _string_pair(value: Any, where: str, first: str, second: str) -> Tuple[str, str]:
+    """Returns the string fields ``first`` and ``second`` of the object found at
+    ``where``; raises MalformedReply when it is not an object holding both as strings."""
+    if not isinstance(value, dict):
+        raise MalformedReply("'%s' is %s, not an object" % (where, _describe(value)))
+    a, b = value.get(first), value.get(second)
+    if not isinstance(a, str) or not isinstance(b, str):
+        raise MalformedReply("'%s' needs string '%s' and '%s'" % (where, first, second))
+    return a, b
+
+
 def _three_pid(entry: Any, index: int) -> ThreePid:
-    where = "auth.profile.three_pids[%d]" % index
-    if not isinstance(entry, dict):
-        raise MalformedReply("'%s' is %s, not an object" % (where, _describe(entry)))
-    medium = entry.get("medium")
-    address = entry.get("address")
-    if not isinstance(medium, str) or not isinstance(address, str):
-        raise MalformedReply("'%s' needs string 'medium' and 'address'" % where)
+    medium, address = _string_pair(entry, "auth.profile.three_pids[%d]" % index, "medium", "address")
     return ThreePid(medium=medium.strip().lower(), address=address.strip())
 
 
@@ -226,12 +231,7 @@ def parse_store_id(value: Any, where: str) -> StoreUserId:
     Raises MalformedReply when it is not an object with string ``type`` and
     ``value``.
     """
-    if not isinstance(value, dict):
-        raise MalformedReply("'%s' is %s, not an object" % (where, _describe(value)))
-    kind = value.get("type")
-    text = value.get("value")
-    if not isinstance(kind, str) or not isinstance(text, str):
-        raise MalformedReply("'%s' needs string 'type' and 'value'" % where)
+    kind, text = _string_pair(value, where, "type", "value")
     return StoreUserId(type=kind.lower(), value=text)
 
 

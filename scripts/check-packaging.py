@@ -23,15 +23,16 @@ import subprocess
 import sys
 import tempfile
 import venv
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Set
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fake_ma1sd import FakeMa1sd  # noqa: E402
-from tests.integration.harness import SynapseServer, module_block  # noqa: E402
-from tests.integration.matrix_client import MatrixClient  # noqa: E402
+from support.fake_ma1sd import FakeMa1sd  # noqa: E402
+from support.harness import SynapseServer, module_block  # noqa: E402
+from support.matrix_client import MatrixClient  # noqa: E402
 
 # Read, not imported: this environment has neither Synapse nor the package.
 VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "rest_auth_provider" / "__init__.py").read_text()).group(1)  # type: ignore[union-attr]
@@ -74,6 +75,16 @@ def build() -> None:
     run(sys.executable, "-m", "build", "--outdir", str(DIST), str(ROOT))
     assert WHEEL.is_file() and SDIST.is_file(), sorted(p.name for p in DIST.iterdir())
     run(sys.executable, "-m", "twine", "check", "--strict", str(WHEEL), str(SDIST))
+    check_wheel_holds_only_the_package()
+
+
+def check_wheel_holds_only_the_package() -> None:
+    """The wheel installs the package and its metadata, nothing else: not the
+    tests, the benchmark or the ``support`` package they share."""
+    with zipfile.ZipFile(WHEEL) as wheel:
+        tops = {name.split("/", 1)[0] for name in wheel.namelist()}
+    expected = {"rest_auth_provider", "rest_auth_provider-%s.dist-info" % VERSION}
+    assert tops == expected, sorted(tops ^ expected)
 
 
 def check_index_requirement(work: Path) -> None:

@@ -45,7 +45,7 @@ class Backend(Protocol):
         """Returns True when first logins by email or phone can be resolved."""
         ...
 
-    async def check_password(self, user_id: str, password: str) -> AuthReply:
+    async def verify_password(self, user_id: str, password: str) -> AuthReply:
         """Returns the service's verdict on ``password`` for the canonical,
         lowercased ``user_id`` (``AuthReply.success`` False when it refused
         the credentials)."""

@@ -23,7 +23,7 @@ class Ma1sdBackend:
         """Returns True when first logins by email or phone can be resolved."""
         return self._config.threepid_login.enabled
 
-    async def check_password(self, user_id: str, password: str) -> AuthReply:
+    async def verify_password(self, user_id: str, password: str) -> AuthReply:
         """Returns ma1sd's verdict on ``password`` for ``user_id``.
 
         Raises BackendError when ma1sd cannot be asked or its reply is unusable.

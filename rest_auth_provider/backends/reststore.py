@@ -72,7 +72,7 @@ class RestStoreBackend:
         ``rest.identity.single`` is empty."""
         return self._config.threepid_login.enabled and self._config.rest_identity_single_url is not None
 
-    async def check_password(self, user_id: str, password: str) -> AuthReply:
+    async def verify_password(self, user_id: str, password: str) -> AuthReply:
         """Returns the store's verdict on ``password`` for the canonical,
         lowercased ``user_id``: success only on a 2xx reply whose
         ``auth.success`` is ``true`` and whose ``auth.id`` names ``user_id``;

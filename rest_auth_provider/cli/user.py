@@ -169,7 +169,7 @@ async def check_user(backend: Backend, user_id: str, password: str, config: Prov
     shown = printable(user_id)
     started = time.monotonic()
     try:
-        reply = await backend.check_password(user_id, password)
+        reply = await backend.verify_password(user_id, password)
     except BackendError as e:
         report.data["user"].update(checked=True, accepted=None, error=str(e))
         report.line(FAIL, "login", "%s: %s could not answer: %s" % (shown, backend.name, printable(str(e))))

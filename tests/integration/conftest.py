@@ -1,8 +1,8 @@
 """Fixtures: one fake backend and two real Synapse servers per test session.
 
 ``RAP_BACKEND`` chooses the backend the whole suite runs against: ``ma1sd``
-(the default; the fake is a :class:`tests.fake_ma1sd.FakeMa1sd`) or ``rest``
-(a :class:`tests.fake_reststore.FakeRestStore`, and every homeserver the suite
+(the default; the fake is a :class:`support.fake_ma1sd.FakeMa1sd`) or ``rest``
+(a :class:`support.fake_reststore.FakeRestStore`, and every homeserver the suite
 starts gets ``backend: rest``). The fixture and attribute keep the name
 ``ma1sd`` (``hs.ma1sd``): "the fake backend". Tests that only make sense for
 one protocol carry ``@pytest.mark.backend("ma1sd")`` (or ``"rest"``) and are
@@ -29,11 +29,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 import yaml
 
-from tests.fake_ma1sd import FakeMa1sd, FakeUser
-from tests.fake_reststore import FakeRestStore
-from tests.integration.harness import SynapseServer, _template, module_block, supports_modules_style
-from tests.integration.matrix_client import MatrixClient
-from tests.integration.services import PostgresCluster, RedisServer, ServiceMissing
+from support.fake_ma1sd import FakeMa1sd, FakeUser
+from support.fake_reststore import FakeRestStore
+from support.harness import SynapseServer, _template, module_block, supports_modules_style
+from support.matrix_client import MatrixClient
+from support.services import PostgresCluster, RedisServer, ServiceMissing
 
 # The worker topology (PostgreSQL + Redis + main + 2 workers) runs in the tox
 # environments that set RAP_WORKERS=1; RAP_DATABASE=postgres runs the

@@ -5,8 +5,8 @@ from typing import Any, Dict, Tuple
 
 import pytest
 
+from support.harness import SynapseServer, module_block, supports_modules_style
 from tests.integration.conftest import with_backend
-from tests.integration.harness import SynapseServer, module_block, supports_modules_style
 
 STYLES = ["password_providers"] + (["modules"] if supports_modules_style() else [])
 STYLE = "modules" if supports_modules_style() else "password_providers"

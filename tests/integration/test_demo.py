@@ -156,7 +156,7 @@ def test_demo_prints_a_working_setup_and_stops_on_ctrl_c(start_demo: Any) -> Non
     assert ("Stand-in REST store:" if BACKEND == "rest" else "Stand-in ma1sd:") in output, output
     # The PID scripts/demo runs as is the demo itself (no tox or shell in between).
     with open("/proc/%d/cmdline" % demo.proc.pid) as f:
-        assert "tests.integration.demo" in f.read().split("\0"), output
+        assert "support.demo" in f.read().split("\0"), output
     assert "(or kill %d)" % demo.proc.pid in output, output
     synapse_pid = demo.synapse_pid()
     assert alive(synapse_pid)

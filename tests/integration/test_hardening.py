@@ -14,10 +14,10 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import yaml
 
-from tests.fake_ma1sd import FakeMa1sd
+from support.fake_ma1sd import FakeMa1sd
+from support.harness import supports_modules_style
+from support.matrix_client import logins_at_once
 from tests.integration.conftest import BACKEND_NAME, PASSWORDS, TIMEOUT, Homeserver, new_password, start_homeserver
-from tests.integration.harness import supports_modules_style
-from tests.integration.matrix_client import logins_at_once
 from tests.integration.test_threepid_login import shim_drops_3pid_auth
 
 AS_TOKEN = "as-%s" % uuid.uuid4().hex

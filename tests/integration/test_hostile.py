@@ -20,8 +20,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from tests.fake_ma1sd import FakeMa1sd, FakeUser, Fault
-from tests.fake_reststore import ZERO_REPLY
+from support.certs import write_certs
+from support.fake_ma1sd import FakeMa1sd, FakeUser, Fault
+from support.fake_reststore import ZERO_REPLY
+from support.harness import SynapseServer, module_block, supports_modules_style
+from support.matrix_client import MatrixClient
 from tests.integration.conftest import (
     TIMEOUT,
     Homeserver,
@@ -30,9 +33,6 @@ from tests.integration.conftest import (
     new_password,
     with_backend,
 )
-from tests.integration.harness import SynapseServer, module_block, supports_modules_style
-from tests.integration.matrix_client import MatrixClient
-from tests.unit.certs import write_certs
 
 # name -> (fault, words the WARNING must contain)
 FAULTS: Dict[str, Tuple[Fault, str]] = {

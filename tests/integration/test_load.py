@@ -17,10 +17,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 import requests
 
-from tests.fake_ma1sd import FakeMa1sd
+from support.fake_ma1sd import FakeMa1sd
+from support.harness import SynapseServer, module_block
+from support.matrix_client import MatrixClient
 from tests.integration.conftest import check_started, new_password, with_backend
-from tests.integration.harness import SynapseServer, module_block
-from tests.integration.matrix_client import MatrixClient
 
 LOGINS = 2000
 CONCURRENCY = 50

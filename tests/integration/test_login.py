@@ -5,9 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.fake_ma1sd import Fault
+from support.fake_ma1sd import Fault
+from support.matrix_client import MatrixClient
 from tests.integration.conftest import BACKEND_NAME, TIMEOUT, Homeserver, new_password
-from tests.integration.matrix_client import MatrixClient
 
 
 def test_first_login_registers_lowercased_user_with_profile(hs: Homeserver) -> None:
@@ -192,7 +192,7 @@ def test_deactivated_account_is_refused_and_left_alone(hs: Homeserver) -> None:
 def test_startup_log_names_the_compatibility_branches(hs: Homeserver) -> None:
     """Each branch of the compatibility layer runs somewhere in the tox matrix;
     the start-up log line says which one this Synapse uses."""
-    from tests.integration.harness import synapse_version
+    from support.harness import synapse_version
 
     version = synapse_version()
     lines = [line for line in hs.server.log_lines() if "rest_auth_provider uses:" in line]

@@ -1,8 +1,8 @@
 """Display names and 3PIDs kept in step with ma1sd, per policy."""
 
+from support.harness import synapse_version
+from support.matrix_client import wait_for
 from tests.integration.conftest import Homeserver
-from tests.integration.harness import synapse_version
-from tests.integration.matrix_client import wait_for
 
 # Synapse 1.69+ tells every process of a deactivation, so only there does the
 # module remember a profile found in step (profile_recheck_interval).

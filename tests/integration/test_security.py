@@ -17,7 +17,16 @@ from typing import Any, Dict, Iterator
 import pytest
 import requests
 
-from tests.fake_ma1sd import Fault
+from support.fake_ma1sd import Fault
+from support.harness import (
+    SynapseServer,
+    client_listener,
+    free_port,
+    module_block,
+    supports_modules_style,
+    synapse_version,
+)
+from support.matrix_client import MatrixClient
 from tests.integration.conftest import (
     BACKEND,
     CHECK_ENDPOINT_LABEL,
@@ -27,15 +36,6 @@ from tests.integration.conftest import (
     new_password,
     with_backend,
 )
-from tests.integration.harness import (
-    SynapseServer,
-    client_listener,
-    free_port,
-    module_block,
-    supports_modules_style,
-    synapse_version,
-)
-from tests.integration.matrix_client import MatrixClient
 
 SESSION_LIFETIME = 8.0
 STORM_TIMEOUT = 10.0  # the module's default

@@ -13,11 +13,11 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.fake_ma1sd import FakeMa1sd
+from support.fake_ma1sd import FakeMa1sd
+from support.harness import _template, supports_modules_style, synapse_version
+from support.matrix_client import logins_at_once, wait_for
+from support.services import PostgresCluster, RedisServer
 from tests.integration.conftest import TIMEOUT, assert_backend, check_started, new_password, with_backend
-from tests.integration.harness import _template, supports_modules_style, synapse_version
-from tests.integration.matrix_client import logins_at_once, wait_for
-from tests.integration.services import PostgresCluster, RedisServer
 from tests.integration.topology import WorkerTopology
 
 SERVER = "example.org"

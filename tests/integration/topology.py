@@ -7,9 +7,9 @@ import itertools
 from pathlib import Path
 from typing import Any, Dict, List
 
-from tests.integration.harness import SynapseServer, client_listener, free_port, module_block
-from tests.integration.matrix_client import MatrixClient
-from tests.integration.services import PostgresCluster, RedisServer
+from support.harness import SynapseServer, client_listener, free_port, module_block
+from support.matrix_client import MatrixClient
+from support.services import PostgresCluster, RedisServer
 
 _databases = itertools.count(1)
 

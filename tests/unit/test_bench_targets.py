@@ -109,6 +109,24 @@ def test_backends_are_evaluated_separately() -> None:
     assert {t["backend"] for t in evaluate_targets(grid(["ours-rest", "floor"]))} == {"rest"}
 
 
+def test_each_target_says_whether_the_http_floor_meets_it() -> None:
+    cells = grid(["ours-ma1sd", "ours-rest", "http-rest", "floor"])
+    add(cells, "ours-rest", "repeat", 0, 50, logins_per_s=40.0)  # 0.80 x floor
+    add(cells, "http-rest", "repeat", 0, 50, logins_per_s=42.0)  # 0.84 x floor: missed without ours' work
+    add(cells, "http-rest", "first", 0, 10, logins_per_s=40.0)  # 0.80 x floor, where ours passes
+    targets = evaluate_targets(cells)
+    repeat = find(targets, "rest", "repeat logins C=50")
+    assert (repeat["status"], repeat["http_floor"]) == (MISS, MISS)
+    first = find(targets, "rest", "first logins C=10")
+    assert (first["status"], first["http_floor"]) == (PASS, MISS)
+    cpu = find(targets, "rest", "CPU", "D=0 ")
+    assert (cpu["status"], cpu["http_floor"]) == (PASS, PASS)
+    # Only the backend whose HTTP floor ran gets its verdict.
+    assert all("http_floor" not in t for t in targets if t["backend"] == "ma1sd")
+    # The HTTP floor's verdict is a note on ours': it does not change the counts (no batch, no RSS: 4 n/a).
+    assert summary(targets)["rest"] == {PASS: 9, MISS: 1, NOT_MEASURED: 4}
+
+
 @pytest.mark.parametrize(
     ("floor_ms", "ours_ms", "status"),
     [

@@ -23,8 +23,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 import yaml
 
-from tests.fake_ma1sd import CHECK_PATH, FakeMa1sd, Fault
-from tests.unit.certs import CertPaths, write_certs
+from support.certs import CertPaths, write_certs
+from support.fake_ma1sd import CHECK_PATH, FakeMa1sd, Fault
+from support.fake_reststore import FakeRestStore
+from tests.unit.conftest import Serve
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = "rest_auth_provider.RestAuthProvider"
@@ -191,9 +193,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertPaths:
 
 
 @pytest.fixture(scope="module")
-def shared_fake() -> Iterator[FakeMa1sd]:
+def shared_fake(serve_module: Serve) -> FakeMa1sd:
     # One server for the module: stopping one takes half a second.
-    server = FakeMa1sd().start()
+    server = serve_module(FakeMa1sd())
     server.add_user(
         ALICE,
         ALICE_PASSWORD,
@@ -202,8 +204,7 @@ def shared_fake() -> Iterator[FakeMa1sd]:
         msisdns=("+44 20 7946 0000",),
         extra_three_pids=({"medium": "ldap_uid", "address": "aliddell"},),
     )
-    yield server
-    server.stop()
+    return server
 
 
 @pytest.fixture
@@ -765,18 +766,15 @@ def test_an_oversized_password_is_refused_without_asking_ma1sd(runner: Runner, f
 
 
 @pytest.fixture(scope="module")
-def store() -> Iterator[Any]:
-    from tests.fake_reststore import FakeRestStore
-
-    server = FakeRestStore(domain=SERVER_NAME).start()
+def store(serve_module: Serve) -> FakeRestStore:
+    server = serve_module(FakeRestStore(domain=SERVER_NAME))
     server.add_user(ALICE, ALICE_PASSWORD, display_name="Alice Liddell", emails=("alice@example.org",))
-    yield server
-    server.stop()
+    return server
 
 
 @pytest.mark.parametrize("password, code, verdict", [(ALICE_PASSWORD, 0, "accepted"), ("wrong-pw-789", 4, "refused")])
 def test_user_check_with_the_rest_backend_asks_the_store(
-    runner: Runner, store: Any, tmp_path: Path, password: str, code: int, verdict: str
+    runner: Runner, store: FakeRestStore, tmp_path: Path, password: str, code: int, verdict: str
 ) -> None:
     store.reset()
     config = homeserver(tmp_path, {"endpoint": store.url, "backend": "rest"})
@@ -792,7 +790,9 @@ def test_user_check_with_the_rest_backend_asks_the_store(
     assert checked["mxid"] == ALICE
 
 
-def test_probe_tells_a_reachable_rest_store_that_serves_our_domain(runner: Runner, store: Any, tmp_path: Path) -> None:
+def test_probe_tells_a_reachable_rest_store_that_serves_our_domain(
+    runner: Runner, store: FakeRestStore, tmp_path: Path
+) -> None:
     store.reset()
     result = check(runner, homeserver(tmp_path, {"endpoint": store.url, "backend": "rest"}), args=["--json"])
     assert result.code == 0, result.output
@@ -803,8 +803,6 @@ def test_probe_tells_a_reachable_rest_store_that_serves_our_domain(runner: Runne
 
 
 def test_probe_detects_a_rest_store_of_another_domain(runner: Runner, tmp_path: Path) -> None:
-    from tests.fake_reststore import FakeRestStore
-
     with FakeRestStore(domain="other.example") as other:
         result = check(runner, homeserver(tmp_path, {"endpoint": other.url, "backend": "rest"}))
     assert result.code == 3, result.output
@@ -815,8 +813,6 @@ def test_probe_detects_a_rest_store_of_another_domain(runner: Runner, tmp_path: 
 
 
 def test_probe_tells_an_unreachable_rest_store(runner: Runner, tmp_path: Path) -> None:
-    from tests.fake_reststore import FakeRestStore
-
     stopped = FakeRestStore().start()
     url = stopped.url
     stopped.stop()
@@ -907,7 +903,9 @@ def test_lookup_answering_another_server_is_refused(runner: Runner, fake: FakeMa
     assert [r["user_id"] for r in fake.requests_for(CHECK_PATH)] == [PROBE_USER_ID]
 
 
-def test_user_by_email_with_the_rest_backend_asks_the_store(runner: Runner, store: Any, tmp_path: Path) -> None:
+def test_user_by_email_with_the_rest_backend_asks_the_store(
+    runner: Runner, store: FakeRestStore, tmp_path: Path
+) -> None:
     store.reset()
     config = homeserver(tmp_path, {"endpoint": store.url, "backend": "rest"})
     result = check(runner, config, args=["--user", "alice@example.org"], stdin=ALICE_PASSWORD, secret=ALICE_PASSWORD)

@@ -22,9 +22,9 @@ from rest_auth_provider.cli.probe import ProbeFailed, probe_socket_level
 from rest_auth_provider.cli.report import Report
 from rest_auth_provider.config import parse_config
 from rest_auth_provider.transport import BackendError, Transport
-from tests.fake_ma1sd import CHECK_PATH, FakeMa1sd
-from tests.twisted_tests import ensure_deferred
-from tests.unit.certs import OTHER_DNS_NAME, CertPaths, write_certs
+from support.certs import OTHER_DNS_NAME, CertPaths, write_certs
+from support.fake_ma1sd import CHECK_PATH, FakeMa1sd
+from support.twisted_helpers import ensure_deferred
 from tests.unit.conftest import Serve
 from tests.unit.test_cli import Runner, check, homeserver
 

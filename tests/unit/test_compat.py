@@ -10,14 +10,14 @@ and that ``describe()`` names the branch that ran.
 
 import inspect
 from types import SimpleNamespace
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 from unittest.mock import ANY, AsyncMock, Mock, call, create_autospec
 
 import pytest
 from synapse.types import UserID, create_requester
 
 from rest_auth_provider._compat import _DEACTIVATIONS, SynapseCompat, _claim_threepid_txn, _parameters
-from tests.twisted_tests import ensure_deferred
+from support.twisted_helpers import ensure_deferred
 from tests.unit.fake_synapse import module_api_double
 
 UID = "@ann:example.org"
@@ -236,13 +236,19 @@ async def test_display_name_set_through_the_module_api_with_two_arguments() -> N
     assert compat.describe()["display name"] == "ModuleApi.set_displayname"
 
 
-@ensure_deferred
-async def test_display_name_set_before_1_76_through_the_profile_handler() -> None:
+def before_1_76() -> Tuple[Mock, Mock, Mock]:
+    """Returns (homeserver, profile handler, module API) doubles of a Synapse before 1.76:
+    no ``ModuleApi.set_displayname``; the handler's ``set_displayname`` is an AsyncMock."""
     hs = hs_double()
     handler = Mock(spec=["set_displayname"])
     handler.set_displayname = AsyncMock()
     hs.get_profile_handler.return_value = handler
-    api = module_api_double(("set_displayname",), _hs=hs)
+    return hs, handler, module_api_double(("set_displayname",), _hs=hs)
+
+
+@ensure_deferred
+async def test_display_name_set_before_1_76_through_the_profile_handler() -> None:
+    hs, handler, api = before_1_76()
     compat = SynapseCompat(api)
     hs.get_profile_handler.assert_not_called()  # looked up when used, not at start-up
 
@@ -256,11 +262,7 @@ async def test_display_name_set_before_1_76_through_the_profile_handler() -> Non
 
 @ensure_deferred
 async def test_the_choice_is_made_once_at_start_up() -> None:
-    hs = hs_double()
-    handler = Mock(spec=["set_displayname"])
-    handler.set_displayname = AsyncMock()
-    hs.get_profile_handler.return_value = handler
-    api = module_api_double(("set_displayname",), _hs=hs)
+    _, handler, api = before_1_76()
     compat = SynapseCompat(api)
     api.set_displayname = AsyncMock()  # appears later: the bound branch still runs
 

@@ -3,8 +3,6 @@
 import copy
 import dataclasses
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -30,13 +28,13 @@ from rest_auth_provider.config import (
     read_header_file,
 )
 from rest_auth_provider.provider import RestAuthProvider
+from tests.unit.conftest import run_without_synapse
 
 try:  # Synapse >= 1.35 exports it for modules.
     from synapse.module_api.errors import ConfigError
 except ImportError:  # Synapse 1.19
     from synapse.config._base import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
 ENDPOINT = "http://ma1sd:8090"
 UNKNOWN = "unknown key (check its spelling and indentation)"
 
@@ -122,18 +120,11 @@ def test_provider_turns_a_config_problem_into_synapses_config_error() -> None:
     assert RestAuthProvider.parse_config({"endpoint": ENDPOINT}) == parse_config({"endpoint": ENDPOINT})
 
 
-# Runs in a child interpreter in which any import of Synapse fails.
+# Run by run_without_synapse: in a child interpreter in which any import of Synapse fails.
 WITHOUT_SYNAPSE = textwrap.dedent(
     """
-    import importlib.abc, sys
+    import sys
 
-    class NoSynapse(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "synapse" or name.startswith("synapse."):
-                raise ImportError("No module named %r (blocked by the test)" % name)
-            return None
-
-    sys.meta_path.insert(0, NoSynapse())
     # A normal import, package __init__ included (which must not import the
     # provider, and so Synapse, before RestAuthProvider is asked for).
     import rest_auth_provider.config
@@ -152,13 +143,7 @@ WITHOUT_SYNAPSE = textwrap.dedent(
 def test_config_imports_and_parses_without_synapse() -> None:
     # Imports rest_auth_provider.config the ordinary way: this needs the
     # package's __init__ not to import the provider eagerly.
-    result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_SYNAPSE],
-        cwd=str(ROOT),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_without_synapse(WITHOUT_SYNAPSE, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         ENDPOINT,

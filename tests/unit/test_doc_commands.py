@@ -31,7 +31,7 @@ import yaml
 
 from rest_auth_provider import __version__
 from rest_auth_provider.cli import build_parser
-from tests.fake_ma1sd import FakeMa1sd
+from support.fake_ma1sd import FakeMa1sd
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))

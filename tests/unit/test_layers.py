@@ -11,8 +11,6 @@ it fails here even before it breaks the command.
 import ast
 import inspect
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
@@ -20,23 +18,18 @@ from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 import yaml
 
 import rest_auth_provider
+from tests.unit.conftest import run_without_synapse
 
 PACKAGE = Path(rest_auth_provider.__file__).resolve().parent
 ROOT = PACKAGE.parent
 
-# Runs in a child interpreter: Synapse cannot be imported there; the modules
-# that have no business with Synapse are imported and the command is run.
+# Run by run_without_synapse: in a child interpreter in which Synapse cannot be
+# imported, the modules that have no business with Synapse are imported and the
+# command is run.
 WITHOUT_SYNAPSE = textwrap.dedent(
     """
-    import contextlib, importlib.abc, io, json, sys
+    import contextlib, io, json, sys
 
-    class NoSynapse(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "synapse" or name.startswith("synapse."):
-                raise ImportError("No module named %r (blocked by the test)" % name)
-            return None
-
-    sys.meta_path.insert(0, NoSynapse())
     import rest_auth_provider
     import rest_auth_provider.backends
     import rest_auth_provider.cli
@@ -82,13 +75,7 @@ def test_config_transport_backends_and_cli_run_without_synapse(tmp_path: Path) -
     homeserver = tmp_path / "homeserver.yaml"
     block = {"module": "rest_auth_provider.RestAuthProvider", "config": {"endpoint": "http://127.0.0.1:1"}}
     homeserver.write_text(yaml.safe_dump({"server_name": "example.org", "modules": [block]}))
-    process = subprocess.run(
-        [sys.executable, "-c", WITHOUT_SYNAPSE, str(homeserver)],
-        cwd=str(ROOT),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    process = run_without_synapse(WITHOUT_SYNAPSE, str(homeserver), timeout=120)
     assert process.returncode == 0, process.stderr
     outcome = json.loads(process.stdout)
     assert outcome["version"] == rest_auth_provider.__version__

@@ -2,7 +2,7 @@
 on a loopback port: what ma1sd receives and how its replies are read.
 
 Nothing is mocked: every call goes through the treq transport and real
-sockets to ``tests.fake_ma1sd``. How the transport behaves on its own
+sockets to ``support.fake_ma1sd``. How the transport behaves on its own
 (deadline, caps, TLS, retries) is in ``test_transport.py``.
 """
 
@@ -17,8 +17,8 @@ from rest_auth_provider.backends.ma1sd import Ma1sdBackend
 from rest_auth_provider.config import CHECK_CREDENTIALS_PATH, DEFAULT_LOOKUP_PATH, parse_config
 from rest_auth_provider.response import AuthReply, ThreePid
 from rest_auth_provider.transport import BackendError, Transport
-from tests.fake_ma1sd import FakeMa1sd, Fault
-from tests.twisted_tests import ensure_deferred
+from support.fake_ma1sd import FakeMa1sd, Fault
+from support.twisted_helpers import ensure_deferred
 from tests.unit.conftest import NewBackend, Serve
 
 ALICE = "@alice:example.com"
@@ -47,9 +47,9 @@ def fake(serve: Serve) -> FakeMa1sd:
 
 
 async def _check_fails(backend: Backend, user_id: str = ALICE, password: str = ALICE_PASSWORD) -> str:
-    """Returns the message of the BackendError that check_password must raise."""
+    """Returns the message of the BackendError that verify_password must raise."""
     with pytest.raises(BackendError) as info:
-        await backend.check_password(user_id, password)
+        await backend.verify_password(user_id, password)
     return str(info.value)
 
 
@@ -82,7 +82,7 @@ def test_threepid_lookup_follows_threepid_login_enabled(enabled: bool) -> None:
 @ensure_deferred
 async def test_success_reply_is_parsed(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     backend = new_backend(endpoint=fake.url)
-    reply = await backend.check_password(ALICE, ALICE_PASSWORD)
+    reply = await backend.verify_password(ALICE, ALICE_PASSWORD)
     assert reply == AuthReply(
         success=True,
         display_name="Alice Liddell",
@@ -96,7 +96,7 @@ async def test_success_reply_is_parsed(fake: FakeMa1sd, new_backend: NewBackend)
 @ensure_deferred
 async def test_success_without_profile_data(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     backend = new_backend(endpoint=fake.url)
-    reply = await backend.check_password(BOB, BOB_PASSWORD)
+    reply = await backend.verify_password(BOB, BOB_PASSWORD)
     # ma1sd sent an explicit empty list, which is not the same as no list.
     assert reply == AuthReply(success=True, display_name=None, three_pids=())
 
@@ -105,14 +105,14 @@ async def test_success_without_profile_data(fake: FakeMa1sd, new_backend: NewBac
 async def test_success_without_three_pids_list_gives_none(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     fake.fault = Fault("body", body=b'{"auth": {"success": true, "display_name": " Carol "}}')
     backend = new_backend(endpoint=fake.url)
-    reply = await backend.check_password("@carol:example.com", "whatever")
+    reply = await backend.verify_password("@carol:example.com", "whatever")
     assert reply == AuthReply(success=True, display_name="Carol", three_pids=None)
 
 
 @ensure_deferred
 async def test_wrong_password_is_success_false(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     backend = new_backend(endpoint=fake.url)
-    reply = await backend.check_password(ALICE, "wrong password")
+    reply = await backend.verify_password(ALICE, "wrong password")
     assert reply == AuthReply(success=False)
     assert reply.display_name is None
     assert reply.three_pids is None
@@ -121,7 +121,7 @@ async def test_wrong_password_is_success_false(fake: FakeMa1sd, new_backend: New
 @ensure_deferred
 async def test_unknown_user_is_success_false(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     backend = new_backend(endpoint=fake.url)
-    reply = await backend.check_password("@nobody:example.com", ALICE_PASSWORD)
+    reply = await backend.verify_password("@nobody:example.com", ALICE_PASSWORD)
     assert reply.success is False
 
 
@@ -190,7 +190,7 @@ async def test_redirect_is_a_backend_error_naming_the_target(fake: FakeMa1sd, ne
 @ensure_deferred
 async def test_request_body_path_and_headers(fake: FakeMa1sd, new_backend: NewBackend, suffix: str) -> None:
     backend = new_backend(endpoint=fake.url + suffix)
-    await backend.check_password(ALICE, ALICE_PASSWORD)
+    await backend.verify_password(ALICE, ALICE_PASSWORD)
     assert len(fake.requests) == 1
     request = fake.requests[0]
     assert request["method"] == "POST"
@@ -218,7 +218,7 @@ async def test_password_with_unicode_and_quotes_arrives_intact(fake: FakeMa1sd, 
     password = 'p\u00e4ss "w\u00f6rd" \\ \u2603'
     fake.add_user("@dora:example.com", password)
     backend = new_backend(endpoint=fake.url)
-    reply = await backend.check_password("@dora:example.com", password)
+    reply = await backend.verify_password("@dora:example.com", password)
     assert reply.success is True
     assert fake.requests[0]["password"] == password
 
@@ -232,7 +232,7 @@ async def test_configured_headers_are_sent_with_both_calls(
     backend = new_backend(
         endpoint=fake.url, headers={"Authorization": "Bearer x"}, header_files={"X-Token": str(token_file)}
     )
-    assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+    assert (await backend.verify_password(ALICE, ALICE_PASSWORD)).success is True
     assert await backend.lookup_threepid("email", "alice@example.com", SERVER_NAME) == ALICE
     for request in fake.requests:
         assert request["headers"]["authorization"] == "Bearer x"
@@ -290,7 +290,7 @@ async def test_lookup_malformed_reply(fake: FakeMa1sd, new_backend: NewBackend) 
 @ensure_deferred
 async def test_close_closes_the_kept_alive_connection(fake: FakeMa1sd, new_backend: NewBackend) -> None:
     backend = new_backend(endpoint=fake.url)
-    assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+    assert (await backend.verify_password(ALICE, ALICE_PASSWORD)).success is True
     await backend.close()
-    assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+    assert (await backend.verify_password(ALICE, ALICE_PASSWORD)).success is True
     assert fake.connections == 2

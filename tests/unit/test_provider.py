@@ -11,9 +11,9 @@ from synapse.module_api import ModuleApi
 from twisted.internet import defer
 
 from rest_auth_provider import RestAuthProvider, metrics
-from tests.fake_ma1sd import CHECK_PATH, LOOKUP_PATH, FakeMa1sd, Fault
-from tests.fake_reststore import FakeRestStore
-from tests.twisted_tests import ensure_deferred
+from support.fake_ma1sd import CHECK_PATH, LOOKUP_PATH, FakeMa1sd, Fault
+from support.fake_reststore import FakeRestStore
+from support.twisted_helpers import ensure_deferred
 from tests.unit.conftest import Serve
 from tests.unit.fake_synapse import FakeSynapse
 

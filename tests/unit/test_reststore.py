@@ -1,7 +1,7 @@
 """RestStoreBackend (``backend: rest``) against the fake REST identity store.
 
 Nothing is mocked: every test goes through the real transport and real
-sockets to ``tests.fake_reststore``, which answers as netsoc's iamd does.
+sockets to ``support.fake_reststore``, which answers as netsoc's iamd does.
 """
 
 import json
@@ -20,11 +20,11 @@ from rest_auth_provider.backends.reststore import RestStoreBackend
 from rest_auth_provider.config import parse_config
 from rest_auth_provider.response import AuthReply, ThreePid
 from rest_auth_provider.transport import BackendError, Transport
-from tests.fake_ma1sd import FakeMa1sd, Fault
-from tests.fake_reststore import AUTH_PATH, IDENTITY_SINGLE_PATH, ZERO_REPLY, FakeRestStore
-from tests.twisted_tests import ensure_deferred, string_transport, take_written
+from support.fake_ma1sd import FakeMa1sd, Fault
+from support.fake_reststore import AUTH_PATH, IDENTITY_SINGLE_PATH, ZERO_REPLY, FakeRestStore
+from support.memory_reactor import MemoryClock
+from support.twisted_helpers import ensure_deferred, string_transport, take_written
 from tests.unit.conftest import NewBackend, Serve
-from tests.unit.memory_reactor import MemoryClock
 
 ALICE = "@alice:example.org"
 ALICE_PASSWORD = "correct horse battery staple"
@@ -47,9 +47,9 @@ def backend_kind() -> str:
 
 
 async def check_fails(backend: Backend, user_id: str = ALICE, password: str = ALICE_PASSWORD) -> str:
-    """Returns the message of the BackendError that check_password must raise."""
+    """Returns the message of the BackendError that verify_password must raise."""
     with pytest.raises(BackendError) as info:
-        await backend.check_password(user_id, password)
+        await backend.verify_password(user_id, password)
     return str(info.value)
 
 
@@ -94,18 +94,18 @@ def test_threepid_lookup_enabled(raw: Any, enabled: bool) -> None:
 @ensure_deferred
 async def test_success_gives_the_profile(store: FakeRestStore, new_backend: NewBackend) -> None:
     backend = new_backend(endpoint=store.url)
-    reply = await backend.check_password(ALICE, ALICE_PASSWORD)
+    reply = await backend.verify_password(ALICE, ALICE_PASSWORD)
     assert reply == AuthReply(
         success=True, display_name="Alice Liddell", three_pids=(ThreePid("email", "alice@example.org"),)
     )
-    assert await backend.check_password(BOB, BOB_PASSWORD) == AuthReply(
+    assert await backend.verify_password(BOB, BOB_PASSWORD) == AuthReply(
         success=True, display_name=None, three_pids=(ThreePid("msisdn", "447700900123"),)
     )
 
 
 @ensure_deferred
 async def test_request_is_the_rest_store_protocol(store: FakeRestStore, new_backend: NewBackend) -> None:
-    await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)
+    await new_backend(endpoint=store.url).verify_password(ALICE, ALICE_PASSWORD)
     (request,) = store.password_checks()
     assert request["method"] == "POST"
     assert request["path"] == AUTH_PATH
@@ -119,7 +119,7 @@ async def test_request_is_the_rest_store_protocol(store: FakeRestStore, new_back
 async def test_domain_with_a_port_is_sent_whole(new_backend: NewBackend) -> None:
     with FakeRestStore(domain="example.org:8448") as store:
         store.add_user("@alice:example.org:8448", "pw")
-        reply = await new_backend(endpoint=store.url).check_password("@alice:example.org:8448", "pw")
+        reply = await new_backend(endpoint=store.url).verify_password("@alice:example.org:8448", "pw")
         assert reply.success is True
         assert store.password_checks()[0]["domain"] == "example.org:8448"
 
@@ -128,7 +128,7 @@ async def test_domain_with_a_port_is_sent_whole(new_backend: NewBackend) -> None
 async def test_store_user_names_with_capitals_are_found(store: FakeRestStore, new_backend: NewBackend) -> None:
     # iamd answers its user name lowercased; we always send the canonical, lowercased ID.
     store.add_user("@Carol:example.org", "pw")
-    assert (await new_backend(endpoint=store.url).check_password("@carol:example.org", "pw")).success is True
+    assert (await new_backend(endpoint=store.url).verify_password("@carol:example.org", "pw")).success is True
 
 
 @pytest.mark.parametrize(
@@ -148,13 +148,13 @@ async def test_id_naming_the_user_grants_the_login(
     store: FakeRestStore, new_backend: NewBackend, store_id: Any
 ) -> None:
     store.id_override[ALICE] = store_id
-    assert (await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)).success is True
+    assert (await new_backend(endpoint=store.url).verify_password(ALICE, ALICE_PASSWORD)).success is True
 
 
 @ensure_deferred
 async def test_mxid_ids(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.id_type = "mxid"
-    assert (await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD)).success is True
+    assert (await new_backend(endpoint=store.url).verify_password(ALICE, ALICE_PASSWORD)).success is True
 
 
 @pytest.mark.parametrize(
@@ -201,14 +201,14 @@ async def test_kelvin_sign_does_not_pass_for_k(new_backend: NewBackend) -> None:
 async def test_401_and_404_refuse_the_credentials(
     store: FakeRestStore, new_backend: NewBackend, user_id: str, password: str
 ) -> None:
-    assert await new_backend(endpoint=store.url).check_password(user_id, password) == AuthReply(success=False)
+    assert await new_backend(endpoint=store.url).verify_password(user_id, password) == AuthReply(success=False)
     assert len(store.password_checks()) == 1
 
 
 @ensure_deferred
 async def test_disabled_account_is_refused(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.users[ALICE].enabled = False
-    assert await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
+    assert await new_backend(endpoint=store.url).verify_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
 
 
 @pytest.mark.parametrize("status", [200, 401, 404])
@@ -218,7 +218,7 @@ async def test_disabled_account_is_refused(store: FakeRestStore, new_backend: Ne
 @ensure_deferred
 async def test_refusal_bodies(store: FakeRestStore, new_backend: NewBackend, status: int, body: Any) -> None:
     store.fault = Fault("status", status=status, body=json.dumps(body).encode())
-    assert await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
+    assert await new_backend(endpoint=store.url).verify_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
 
 
 @pytest.mark.parametrize("status", [401, 404])
@@ -248,7 +248,7 @@ async def test_authenticating_proxy_401_is_a_backend_error(new_backend: NewBacke
         store.add_user(ALICE, ALICE_PASSWORD)
         assert await check_fails(new_backend(endpoint=store.url)) == "HTTP 401"
         backend = new_backend(endpoint=store.url, headers={"Authorization": "Bearer s3cret"})
-        assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+        assert (await backend.verify_password(ALICE, ALICE_PASSWORD)).success is True
 
 
 @ensure_deferred
@@ -306,7 +306,7 @@ async def test_unusable_replies_are_backend_errors(
 @ensure_deferred
 async def test_2xx_refusal_is_a_refusal(store: FakeRestStore, new_backend: NewBackend) -> None:
     store.fault = Fault("body", body=b'{"auth": {"success": false, "id": {"type": "localpart", "value": "bob"}}}')
-    assert await new_backend(endpoint=store.url).check_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
+    assert await new_backend(endpoint=store.url).verify_password(ALICE, ALICE_PASSWORD) == AuthReply(success=False)
 
 
 class MemoryStore:
@@ -345,7 +345,7 @@ class MemoryStore:
 
 def test_memory_reactor_401_is_a_refusal() -> None:
     memory = MemoryStore()
-    outcome = memory.call(defer.ensureDeferred(memory.backend.check_password(ALICE, ALICE_PASSWORD)))
+    outcome = memory.call(defer.ensureDeferred(memory.backend.verify_password(ALICE, ALICE_PASSWORD)))
     request = memory.connect()
     assert request.startswith(b"POST /_ma1sd/backend/api/v1/auth/login HTTP/1.1\r\n")
     assert json.loads(request.split(b"\r\n\r\n", 1)[1])["auth"]["localpart"] == "alice"
@@ -367,7 +367,7 @@ def test_memory_reactor_lookup_hit() -> None:
 
 def test_memory_reactor_timeout_is_a_backend_error() -> None:
     memory = MemoryStore(timeout=5)
-    outcome = memory.call(defer.ensureDeferred(memory.backend.check_password(ALICE, ALICE_PASSWORD)))
+    outcome = memory.call(defer.ensureDeferred(memory.backend.verify_password(ALICE, ALICE_PASSWORD)))
     memory.connect()
     memory.reactor.advance(4.9)
     assert outcome == []
@@ -384,7 +384,7 @@ async def test_password_is_never_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     backend = new_backend(endpoint=store.url)
-    await backend.check_password(ALICE, ALICE_PASSWORD)
+    await backend.verify_password(ALICE, ALICE_PASSWORD)
     store.fault = Fault("status", status=400)
     await check_fails(backend)
     assert caplog.records
@@ -400,7 +400,7 @@ async def test_paths_are_joined_to_the_endpoint(new_backend: NewBackend, suffix:
     with FakeRestStore(base_path="/iam/_ma1sd/backend/api/v1") as store:
         store.add_user(ALICE, ALICE_PASSWORD, emails=("alice@example.org",))
         backend = new_backend(endpoint=store.url + "/iam" + suffix)
-        assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+        assert (await backend.verify_password(ALICE, ALICE_PASSWORD)).success is True
         assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
         assert [r["path"] for r in store.requests] == [
             "/iam/_ma1sd/backend/api/v1/auth/login",
@@ -415,7 +415,7 @@ async def test_custom_paths(new_backend: NewBackend) -> None:
         backend = new_backend(
             endpoint=store.url, rest={"auth": "/api/auth/login", "identity": {"single": "/api/identity/single"}}
         )
-        assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+        assert (await backend.verify_password(ALICE, ALICE_PASSWORD)).success is True
         assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
 
 
@@ -426,7 +426,7 @@ async def test_full_urls_are_used_as_is(store: FakeRestStore, new_backend: NewBa
         endpoint="http://127.0.0.1:9",
         rest={"auth": store.url + AUTH_PATH, "identity": {"single": store.url + IDENTITY_SINGLE_PATH}},
     )
-    assert (await backend.check_password(ALICE, ALICE_PASSWORD)).success is True
+    assert (await backend.verify_password(ALICE, ALICE_PASSWORD)).success is True
     assert await backend.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
     assert len(store.password_checks()) == len(store.lookups()) == 1
 
@@ -526,10 +526,10 @@ async def test_either_backend_against_its_fake(new_backend: NewBackend, fake_cla
         fake.add_user(ALICE, ALICE_PASSWORD, display_name="Alice", emails=("alice@example.org",))
         adapter = new_backend(endpoint=fake.url, backend=backend)
         assert adapter.kind == backend
-        assert await adapter.check_password(ALICE, ALICE_PASSWORD) == AuthReply(
+        assert await adapter.verify_password(ALICE, ALICE_PASSWORD) == AuthReply(
             success=True, display_name="Alice", three_pids=(ThreePid("email", "alice@example.org"),)
         )
-        assert (await adapter.check_password(ALICE, "wrong")).success is False
+        assert (await adapter.verify_password(ALICE, "wrong")).success is False
         assert await adapter.lookup_threepid("email", "alice@example.org", "example.org") == ALICE
         assert await adapter.lookup_threepid("email", "nobody@example.org", "example.org") is None
         checks: List[Tuple[str, str]] = [(c["user_id"], c["password"]) for c in fake.password_checks()]
@@ -540,4 +540,4 @@ async def test_either_backend_against_its_fake(new_backend: NewBackend, fake_cla
         ]
         fake.fault = Fault("success_missing")
         with pytest.raises(BackendError, match="'auth.success' is null"):
-            await adapter.check_password(ALICE, ALICE_PASSWORD)
+            await adapter.verify_password(ALICE, ALICE_PASSWORD)

@@ -34,11 +34,11 @@ from twisted.web.http_headers import Headers
 from rest_auth_provider import metrics, transport
 from rest_auth_provider.config import parse_config
 from rest_auth_provider.transport import BackendError, HttpReply, Transport, _retryable, decode_reply
-from tests.fake_ma1sd import FakeMa1sd, Fault
-from tests.twisted_tests import async_yield_fixture, ensure_deferred, string_transport, take_written
-from tests.unit.certs import CertPaths, write_certs
+from support.certs import CertPaths, write_certs
+from support.fake_ma1sd import FakeMa1sd, Fault
+from support.memory_reactor import MemoryClock
+from support.twisted_helpers import async_yield_fixture, ensure_deferred, string_transport, take_written
 from tests.unit.conftest import Serve
-from tests.unit.memory_reactor import MemoryClock
 
 ALICE = "@alice:example.com"
 ALICE_PASSWORD = "correct horse battery staple"

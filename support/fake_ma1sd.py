@@ -11,7 +11,7 @@ on success ``{"auth": {"success": true, "display_name": ..., "profile":
 {"display_name": ..., "three_pids": [...]}}}``, on failure
 ``{"auth": {"success": false, "profile": {"three_pids": []}}}``.
 
-:mod:`tests.fake_reststore` is the same server speaking the REST identity
+:mod:`support.fake_reststore` is the same server speaking the REST identity
 store protocol instead: it overrides the protocol methods (``route``,
 ``refusal_reply``) and shares the directory, faults and request log.
 """

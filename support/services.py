@@ -1,4 +1,4 @@
-"""Private PostgreSQL and Redis servers for the worker-topology tests.
+"""Private PostgreSQL and Redis servers for the worker-topology tests and the benchmark.
 
 Each runs from a temporary folder on a free loopback port and is stopped by
 whoever started it. PostgreSQL refuses to run as root, so when the tests run
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from tests.integration.harness import free_port
+from support.harness import free_port
 
 
 class ServiceMissing(Exception):

@@ -1,7 +1,7 @@
 """A stand-in for a REST identity store, speaking ma1sd's REST-store protocol
 over real HTTP, modelled on a real store: netsoc's iamd (``pkg/ma1sd/ma1sd.go``).
 
-It is :class:`tests.fake_ma1sd.FakeMa1sd` with another protocol: the same
+It is :class:`support.fake_ma1sd.FakeMa1sd` with another protocol: the same
 directory (``add_user``, ``users``), faults, delay, request log
 (``requests``, ``requests_for``, ``password_checks()``, ``lookups()``),
 ``required_headers``, TLS and lifecycle. It serves, under
@@ -29,7 +29,7 @@ another ``id`` for one user, in logins and lookups (None: no ``id`` at all).
 import json
 from typing import Any, Dict, Optional, Tuple
 
-from tests.fake_ma1sd import FakeMa1sd
+from support.fake_ma1sd import FakeMa1sd
 
 BASE_PATH = "/_ma1sd/backend/api/v1"
 AUTH_PATH = BASE_PATH + "/auth/login"

@@ -1,4 +1,4 @@
-"""Throwaway certificates for TLS tests, made with ``cryptography``.
+"""Throwaway certificates for the TLS tests and the benchmark, made with ``cryptography``.
 
 :func:`write_certs` makes a CA, a server certificate for 127.0.0.1 (IP SAN)
 and ``localhost`` (DNS SAN) signed by that CA, a self-signed server
@@ -17,7 +17,7 @@ import datetime
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.backends import default_backend
@@ -28,6 +28,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 SERVER_IP = "127.0.0.1"
 SERVER_DNS_NAME = "localhost"
 OTHER_DNS_NAME = "ma1sd.other.test"
+
+
+class _Pair:
+    """A (certificate, key) attribute of :class:`CertPaths`: ``paths.server`` is
+    ``(paths.server_cert, paths.server_key)``, for ``FakeMa1sd(tls=...)``."""
+
+    def __set_name__(self, owner: Any, name: str) -> None:
+        self.name = name
+
+    def __get__(self, paths: Any, owner: Any = None) -> Tuple[str, str]:
+        return getattr(paths, self.name + "_cert"), getattr(paths, self.name + "_key")
 
 
 @dataclass(frozen=True)
@@ -46,25 +57,36 @@ class CertPaths:
     no_key_id_cert: str
     no_key_id_key: str
 
-    @property
-    def server(self) -> Tuple[str, str]:
-        """Returns (certificate, key) of the CA-signed server, for ``FakeMa1sd(tls=...)``."""
-        return self.server_cert, self.server_key
+    # (certificate, key) pairs: the CA-signed server; the self-signed server; a
+    # CA-signed server for OTHER_DNS_NAME only; a CA-signed server for 127.0.0.1
+    # without an Authority Key Identifier (OpenSSL accepts it, Python 3.13's ssl not).
+    server = _Pair()
+    self_signed = _Pair()
+    other_name = _Pair()
+    no_key_id = _Pair()
 
-    @property
-    def self_signed(self) -> Tuple[str, str]:
-        """Returns (certificate, key) of the self-signed server, for ``FakeMa1sd(tls=...)``."""
-        return self.self_signed_cert, self.self_signed_key
 
-    @property
-    def other_name(self) -> Tuple[str, str]:
-        """Returns (certificate, key) of a CA-signed server for ``OTHER_DNS_NAME`` only."""
-        return self.other_name_cert, self.other_name_key
+@dataclass(frozen=True)
+class _Leaf:
+    """A certificate :func:`write_certs` makes besides the CA."""
 
-    @property
-    def no_key_id(self) -> Tuple[str, str]:
-        """Returns (certificate, key) of a CA-signed server for 127.0.0.1 without an Authority Key Identifier."""
-        return self.no_key_id_cert, self.no_key_id_key
+    common_name: str
+    usage: x509.ObjectIdentifier
+    alt_names: Tuple[x509.GeneralName, ...] = ()
+    self_signed: bool = False  # else signed by the CA
+    key_id: bool = True  # with an Authority Key Identifier
+
+
+_SERVER_NAMES = (x509.IPAddress(ipaddress.ip_address(SERVER_IP)), x509.DNSName(SERVER_DNS_NAME))
+_SERVER, _CLIENT = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
+# By the CertPaths name of their files (``_`` is ``-`` in the file names).
+_LEAVES: Dict[str, _Leaf] = {
+    "server": _Leaf(SERVER_IP, _SERVER, _SERVER_NAMES),
+    "self_signed": _Leaf("rest_auth_provider self-signed server", _SERVER, _SERVER_NAMES, self_signed=True),
+    "client": _Leaf("rest_auth_provider test client", _CLIENT),
+    "other_name": _Leaf(OTHER_DNS_NAME, _SERVER, (x509.DNSName(OTHER_DNS_NAME),)),
+    "no_key_id": _Leaf(SERVER_IP + " without key ID", _SERVER, _SERVER_NAMES, key_id=False),
+}
 
 
 def _new_key() -> Any:
@@ -100,9 +122,8 @@ def _certificate(
     issuer: x509.Name,
     issuer_key: Any,
     is_ca: bool,
-    usages: Optional[List[x509.ObjectIdentifier]] = None,
-    server_names: bool = False,
-    other_name: bool = False,
+    usages: Sequence[x509.ObjectIdentifier] = (),
+    alt_names: Sequence[x509.GeneralName] = (),
     key_id: bool = True,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -122,12 +143,9 @@ def _certificate(
         authority = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
         builder = builder.add_extension(authority, critical=False)
     if usages:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    if server_names:
-        alt_names = [x509.IPAddress(ipaddress.ip_address(SERVER_IP)), x509.DNSName(SERVER_DNS_NAME)]
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-    if other_name:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(OTHER_DNS_NAME)]), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(alt_names)), critical=False)
     return builder.sign(issuer_key, hashes.SHA256(), default_backend())
 
 
@@ -156,73 +174,13 @@ def write_certs(directory: str) -> CertPaths:
     ca_key = _new_key()
     ca_name = _name("rest_auth_provider test CA")
     ca = _certificate(ca_name, ca_key, ca_name, ca_key, is_ca=True)
-
-    server_key = _new_key()
-    server = _certificate(
-        _name(SERVER_IP),
-        server_key,
-        ca_name,
-        ca_key,
-        is_ca=False,
-        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        server_names=True,
-    )
-
-    self_signed_key = _new_key()
-    self_signed_name = _name("rest_auth_provider self-signed server")
-    self_signed = _certificate(
-        self_signed_name,
-        self_signed_key,
-        self_signed_name,
-        self_signed_key,
-        is_ca=False,
-        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        server_names=True,
-    )
-
-    client_key = _new_key()
-    client = _certificate(
-        _name("rest_auth_provider test client"),
-        client_key,
-        ca_name,
-        ca_key,
-        is_ca=False,
-        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
-    )
-
-    other_name_key = _new_key()
-    other_name = _certificate(
-        _name(OTHER_DNS_NAME),
-        other_name_key,
-        ca_name,
-        ca_key,
-        is_ca=False,
-        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        other_name=True,
-    )
-
-    no_key_id_key = _new_key()
-    no_key_id = _certificate(
-        _name(SERVER_IP + " without key ID"),
-        no_key_id_key,
-        ca_name,
-        ca_key,
-        is_ca=False,
-        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        server_names=True,
-        key_id=False,
-    )
-
-    return CertPaths(
-        ca_cert=_write(directory, "ca.pem", _cert_pem(ca)),
-        server_cert=_write(directory, "server.pem", _cert_pem(server)),
-        server_key=_write(directory, "server.key", _key_pem(server_key)),
-        self_signed_cert=_write(directory, "self-signed.pem", _cert_pem(self_signed)),
-        self_signed_key=_write(directory, "self-signed.key", _key_pem(self_signed_key)),
-        client_cert=_write(directory, "client.pem", _cert_pem(client)),
-        client_key=_write(directory, "client.key", _key_pem(client_key)),
-        other_name_cert=_write(directory, "other-name.pem", _cert_pem(other_name)),
-        other_name_key=_write(directory, "other-name.key", _key_pem(other_name_key)),
-        no_key_id_cert=_write(directory, "no-key-id.pem", _cert_pem(no_key_id)),
-        no_key_id_key=_write(directory, "no-key-id.key", _key_pem(no_key_id_key)),
-    )
+    paths = {"ca_cert": _write(directory, "ca.pem", _cert_pem(ca))}
+    for name, leaf in _LEAVES.items():
+        key = _new_key()
+        subject = _name(leaf.common_name)
+        issuer, issuer_key = (subject, key) if leaf.self_signed else (ca_name, ca_key)
+        cert = _certificate(subject, key, issuer, issuer_key, False, [leaf.usage], leaf.alt_names, leaf.key_id)
+        stem = name.replace("_", "-")
+        paths[name + "_cert"] = _write(directory, stem + ".pem", _cert_pem(cert))
+        paths[name + "_key"] = _write(directory, stem + ".key", _key_pem(key))
+    return CertPaths(**paths)

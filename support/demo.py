@@ -21,9 +21,9 @@ from typing import Any, Dict, List, Optional
 import requests
 import yaml
 
-from tests.fake_ma1sd import FakeMa1sd
-from tests.fake_reststore import FakeRestStore
-from tests.integration.harness import (
+from support.fake_ma1sd import FakeMa1sd
+from support.fake_reststore import FakeRestStore
+from support.harness import (
     SynapseServer,
     module_block,
     remove_templates,
@@ -31,7 +31,7 @@ from tests.integration.harness import (
     supports_modules_style,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # What stops the demo: Ctrl-C (SIGINT; a terminal or tox may send a second
 # one while it stops, which changes nothing), kill (SIGTERM), the terminal
 # closing (SIGHUP).

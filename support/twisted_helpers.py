@@ -5,7 +5,7 @@ decorates becomes untyped ("Untyped decorator makes function ... untyped").
 These are the same decorators, called as they are, with a type that keeps the
 decorated function's own signature::
 
-    from tests.twisted_tests import async_yield_fixture, ensure_deferred
+    from support.twisted_helpers import async_yield_fixture, ensure_deferred
 
     @ensure_deferred
     async def test_login(...) -> None: ...
